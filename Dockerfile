@@ -1,0 +1,32 @@
+# PatrolLink engine image (also runs the other PatrolLink processes: the
+# camera adapter, console and simulator services in docker-compose.yml use it
+# with another command).
+#
+#   docker build -t patrollink .
+#   docker compose up            # nats + engine
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+
+# Only what the package needs, so that a local .venv/ or test artefacts never
+# end up in the image.
+COPY pyproject.toml README.md ./
+COPY dispatch ./dispatch
+COPY adapters ./adapters
+COPY simulators ./simulators
+COPY bench ./bench
+RUN pip install .
+
+# District files and NATS configs are read at run time, relative to /app.
+COPY config ./config
+
+RUN useradd --system --home-dir /app --shell /usr/sbin/nologin patrollink \
+    && mkdir -p /app/var && chown patrollink /app/var
+USER patrollink
+
+CMD ["patrollink", "engine", "--district", "config/districts/tieshan.yaml", "--nats", "nats://nats:4222"]

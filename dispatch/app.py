@@ -1,0 +1,123 @@
+"""The engine as a FastStream app: subscribers in one queue group, wired to the shell.
+
+    build_app(district, ["nats://127.0.0.1:4222"]) -> (FastStream app, EngineRuntime)
+
+Service tests call `register()` on a broker wrapped in FastStream's TestNatsBroker
+and give the shell an in-memory store; production uses JetStream everything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from faststream import FastStream
+from faststream.middlewares import AckPolicy
+from faststream.nats import DeliverPolicy, JStream, NatsBroker, NatsMessage
+
+from dispatch.core.decide import EngineState
+from dispatch.engine import EngineShell
+from dispatch.store import JetStreamBus, KVStore, ensure_streams
+from dispatch.subjects import Subjects
+
+log = structlog.get_logger("dispatch.app")
+
+
+@dataclass
+class EngineRuntime:
+    """What the app's hooks fill in; tests and the CLI read it."""
+
+    district: Any
+    subjects: Subjects
+    name: str = "engine"
+    replicas: int = 1
+    shell: EngineShell | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def need_shell(self) -> EngineShell:
+        if self.shell is None:
+            raise RuntimeError("engine not started yet")
+        return self.shell
+
+
+def _redelivered(msg: NatsMessage) -> bool:
+    try:
+        return msg.raw_message.metadata.num_delivered > 1
+    except Exception:  # core NATS messages and the test broker carry no JetStream metadata
+        return False
+
+
+def register(broker: NatsBroker, rt: EngineRuntime) -> None:
+    """Subscribe the engine's inputs. Alerts and replies: durable JetStream consumers shared by
+    every replica (queue group); positions and status: core NATS in the same queue group."""
+    s = rt.subjects
+    q = s.engine_queue
+
+    async def handle(msg: NatsMessage) -> None:
+        shell = rt.need_shell()
+        await shell.ready.wait()
+        await shell.on_raw(msg.raw_message.subject, msg.body, _redelivered(msg))
+
+    broker.subscriber(
+        s.all_alerts,
+        stream=JStream(s.stream_alerts, declare=False),
+        durable=f"{q}_alerts",
+        queue=f"{q}_alerts",
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        title="alerts",
+        description="camera and operator alerts",
+    )(handle)
+    broker.subscriber(
+        s.all_replies,
+        stream=JStream(s.stream_radio, declare=False),
+        durable=f"{q}_replies",
+        queue=f"{q}_replies",
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        title="replies",
+        description="acknowledgements and status replies from units",
+    )(handle)
+    broker.subscriber(s.all_unit_positions, queue=q, title="positions")(handle)
+    broker.subscriber(s.all_unit_status, queue=q, title="status")(handle)
+
+
+def build_app(
+    district: Any,
+    servers: list[str],
+    prefix: str = "",
+    name: str = "engine",
+    replicas: int = 1,
+    graph: Any | None = None,
+) -> tuple[FastStream, EngineRuntime]:
+    """The production engine: JetStream streams, key-value state, timers."""
+    subjects = Subjects(prefix)
+    rt = EngineRuntime(district=district, subjects=subjects, name=name, replicas=replicas)
+    broker = NatsBroker(servers, name=f"patrollink-{name}", max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+    register(broker, rt)
+    app = FastStream(broker)
+    rt.extras["broker"] = broker
+
+    @app.on_startup
+    async def _connect() -> None:
+        await broker.connect()
+        js = broker.connection.jetstream()
+        await ensure_streams(js, subjects, replicas=replicas)
+        store = await KVStore(js, subjects, replicas=replicas).open()
+        street_graph = graph if graph is not None else district.load_streets()
+        state = EngineState(district, street_graph)
+        rt.shell = EngineShell(state, store, JetStreamBus(js), subjects, name=name)
+        await rt.shell.load()
+
+    @app.after_startup
+    async def _timers() -> None:
+        rt.need_shell().start_timers()
+        log.info("engine ready", name=name, servers=servers, district=district.name, prefix=prefix or None)
+
+    @app.on_shutdown
+    async def _stop() -> None:
+        if rt.shell is not None:
+            await rt.shell.stop()
+
+    return app, rt

@@ -1,0 +1,885 @@
+"""The routing engine's pure core: `decide(state, event, now) -> (state, commands)`.
+
+No clock, no I/O, no NATS: the shell passes the time in, then carries out the
+commands (save records with revision checks, publish messages). The state is
+an in-memory view of the key-value buckets plus indexes derived from it; it is
+updated in place and returned, so the shell owns exactly one copy.
+
+Rules (DESIGN.md, each tuned by the district policy):
+1. correlate alerts of one place and kind within a window into one incident;
+2. choose the fitting, available unit with a fresh position and the smallest
+   travel time, and explain the choice;
+3. an order not acknowledged in time, or declined, goes to the next unit;
+4. no candidate left, or too many failures: talkgroup broadcast + escalated;
+5. a priority-1 incident may pre-empt a unit from a low-priority one, which is
+   re-queued;
+6. every decision is an incident event.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Union
+
+from dispatch.core.lifecycle import (
+    IncidentTrigger,
+    TransitionRefused,
+    UnitTrigger,
+    incident_next,
+    unit_next,
+)
+from dispatch.core.records import (
+    WAITING_INCIDENT_STATES,
+    Attempt,
+    AttemptOutcome,
+    IncidentRec,
+    IncidentState,
+    OutboxItem,
+    UnitRec,
+    UnitState,
+)
+from dispatch.core.selection import EARTH_M_PER_DEG, Choice, Router, UnitGrid, choose, straight_m
+from dispatch.events import (
+    Alert,
+    AlertPhase,
+    Area,
+    Broadcast,
+    BroadcastReason,
+    Candidate,
+    CapCertainty,
+    DispatchOrder,
+    Explanation,
+    IncidentEvent,
+    IncidentEventKind,
+    Message,
+    OrderAction,
+    OrderReply,
+    ReplyKind,
+    Skipped,
+    UnitAvailability,
+    UnitPosition,
+    UnitStatus,
+    new_id,
+)
+
+DEFAULT_SPEEDS_KMH = {"foot": 5.0, "bicycle": 15.0, "motorbike": 35.0, "car": 40.0}
+SEEN_TTL = timedelta(hours=1)
+ALERT_IDS_KEPT = 20
+
+# --------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class AlertIn:
+    alert: Alert
+    redelivered: bool = False  # the broker delivers it again: a repeat is expected, not a replay
+
+
+@dataclass(frozen=True)
+class ReplyIn:
+    reply: OrderReply
+    redelivered: bool = False
+
+
+@dataclass(frozen=True)
+class PositionIn:
+    position: UnitPosition
+
+
+@dataclass(frozen=True)
+class StatusIn:
+    status: UnitStatus
+
+
+@dataclass(frozen=True)
+class Tick:
+    """Time passes: fire due acknowledgement deadlines."""
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A record read from a bucket (start-up, another replica's write, a conflict)."""
+
+    record: UnitRec | IncidentRec
+
+
+@dataclass(frozen=True)
+class CloseIncident:
+    incident_id: str
+    by: str
+    disposition: str = ""
+    cancel: bool = False
+
+
+Input = Union[AlertIn, ReplyIn, PositionIn, StatusIn, Tick, Loaded, CloseIncident]
+
+# --------------------------------------------------------------------------- commands
+
+
+@dataclass(frozen=True)
+class Save:
+    record: UnitRec | IncidentRec
+
+
+@dataclass(frozen=True)
+class Publish:
+    message: DispatchOrder | Broadcast | IncidentEvent
+
+
+@dataclass(frozen=True)
+class Reject:
+    reason: str
+
+
+Command = Union[Save, Publish, Reject]
+
+# --------------------------------------------------------------------------- state
+
+
+class EngineState:
+    """Units, open incidents and the indexes the rules need."""
+
+    def __init__(self, district: Any, graph: Any | None = None) -> None:
+        self.district = district
+        self.policy = district.policy
+        streets = getattr(district, "streets", None)
+        speeds = dict(DEFAULT_SPEEDS_KMH)
+        if streets is not None:
+            speeds.update({str(k): v for k, v in streets.speeds_kmh.items()})
+        self.router = Router(graph, speeds)
+        self.grid = UnitGrid(cell_m=300.0, ref_lat=district.center.lat)
+        self.units: dict[str, UnitRec] = {}
+        self.incidents: dict[str, IncidentRec] = {}
+        self.by_event: dict[str, str] = {}
+        self._corr_cell_deg = max(self.policy.correlation_radius_m, 1.0) / EARTH_M_PER_DEG
+        self.corr: dict[tuple[Any, ...], set[str]] = {}
+        self.waiting: set[str] = set()
+        self.deadlines: list[tuple[datetime, str, str]] = []
+        self.seen: OrderedDict[str, datetime] = OrderedDict()
+        self.counters: Counter[str] = Counter()
+        for u in district.units:
+            self.put_unit(
+                UnitRec(id=u.id, callsign=u.callsign, kind=u.kind, mode=u.mode, talkgroup=u.talkgroup)
+            )
+
+    # -- index upkeep, used by decisions and by records loaded from buckets
+    def put_unit(self, rec: UnitRec) -> None:
+        self.units[rec.id] = rec
+        if rec.lat is not None and rec.lon is not None:
+            self.grid.move(rec.id, rec.lat, rec.lon)
+
+    def _corr_keys(self, rec: IncidentRec) -> list[tuple[Any, ...]]:
+        c = self._corr_cell_deg
+        keys: list[tuple[Any, ...]] = [
+            (rec.exercise, rec.kind, "cell", math.floor(rec.place.lat / c), math.floor(rec.place.lon / c))
+        ]
+        if rec.camera:
+            keys.append((rec.exercise, rec.kind, "cam", rec.camera))
+        return keys
+
+    def put_incident(self, rec: IncidentRec) -> None:
+        old = self.incidents.get(rec.id)
+        if not rec.is_open:
+            self.incidents.pop(rec.id, None)
+            self.waiting.discard(rec.id)
+            for k in self._corr_keys(rec):
+                self.corr.get(k, set()).discard(rec.id)
+            for e in rec.event_ids:
+                self.by_event.pop(e, None)
+            return
+        self.incidents[rec.id] = rec
+        if old is None:
+            for k in self._corr_keys(rec):
+                self.corr.setdefault(k, set()).add(rec.id)
+        for e in rec.event_ids:
+            self.by_event[e] = rec.id
+        if rec.state in WAITING_INCIDENT_STATES:
+            self.waiting.add(rec.id)
+        else:
+            self.waiting.discard(rec.id)
+        if rec.deadline is not None and rec.order is not None and (old is None or old.deadline != rec.deadline):
+            heapq.heappush(self.deadlines, (rec.deadline, rec.id, rec.order))
+
+    def forget_incident(self, incident_id: str) -> None:
+        """Drop an incident from memory (a failed decision created it, or the bucket lost it)."""
+        rec = self.incidents.pop(incident_id, None)
+        self.waiting.discard(incident_id)
+        if rec is None:
+            return
+        for k in self._corr_keys(rec):
+            self.corr.get(k, set()).discard(incident_id)
+        for e in rec.event_ids:
+            if self.by_event.get(e) == incident_id:
+                self.by_event.pop(e, None)
+
+    def stored(self, rec: UnitRec | IncidentRec, rev: int) -> None:
+        """The shell wrote `rec` and the bucket gave it revision `rev`."""
+        table = self.units if isinstance(rec, UnitRec) else self.incidents
+        cur = table.get(rec.id)
+        if cur is not None and cur.rev < rev:
+            table[rec.id] = cur.model_copy(update={"rev": rev})
+
+    def next_deadline(self) -> datetime | None:
+        return self.deadlines[0][0] if self.deadlines else None
+
+    def open_incidents(self) -> list[IncidentRec]:
+        return sorted(self.incidents.values(), key=lambda i: (i.priority, i.opened_at))
+
+
+# --------------------------------------------------------------------------- the decision
+
+
+def decide(state: EngineState, event: Input, now: datetime) -> tuple[EngineState, list[Command]]:
+    d = _Decision(state, now)
+    try:
+        d.handle(event)
+    except _Refuse as r:
+        state.counters["rejected"] += 1
+        # a refusal ends the decision before any change, except bookkeeping that must stick
+        return state, [Reject(str(r))]
+    return state, d.commands()
+
+
+class _Refuse(Exception):
+    pass
+
+
+@dataclass
+class _Decision:
+    s: EngineState
+    now: datetime
+    dirty_units: dict[str, None] = field(default_factory=dict)
+    dirty_incidents: dict[str, None] = field(default_factory=dict)
+    out: list[tuple[str | None, Message]] = field(default_factory=list)
+
+    # -- plumbing
+    def commands(self) -> list[Command]:
+        per_incident: dict[str, list[OutboxItem]] = {}
+        for inc_id, msg in self.out:
+            if inc_id is None:
+                continue
+            kind = "order" if isinstance(msg, DispatchOrder) else "broadcast" if isinstance(msg, Broadcast) else "event"
+            per_incident.setdefault(inc_id, []).append(OutboxItem(type=kind, body=msg.model_dump_json()))
+        cmds: list[Command] = []
+        for uid in self.dirty_units:
+            cmds.append(Save(self.s.units[uid]))
+        for iid in self.dirty_incidents:
+            rec = self._inc(iid)
+            rec = rec.model_copy(update={"outbox": tuple(per_incident.get(iid, ()))})
+            self._put_inc(rec, mark=False)
+            cmds.append(Save(rec))
+        cmds.extend(Publish(m) for _, m in self.out)  # type: ignore[arg-type]
+        return cmds
+
+    def _inc(self, iid: str) -> IncidentRec:
+        rec = self.s.incidents.get(iid) or self._closed.get(iid)
+        assert rec is not None, iid
+        return rec
+
+    @property
+    def _closed(self) -> dict[str, IncidentRec]:
+        if not hasattr(self, "_closed_store"):
+            self._closed_store: dict[str, IncidentRec] = {}
+        return self._closed_store
+
+    def _put_inc(self, rec: IncidentRec, mark: bool = True) -> None:
+        if not rec.is_open:
+            self._closed[rec.id] = rec
+        self.s.put_incident(rec)
+        if mark:
+            self.dirty_incidents[rec.id] = None
+
+    def _put_unit(self, rec: UnitRec) -> None:
+        self.s.put_unit(rec.model_copy(update={"updated": self.now}))
+        self.dirty_units[rec.id] = None
+
+    def _emit(self, inc: IncidentRec, event: IncidentEventKind, **fields: Any) -> IncidentRec:
+        inc = inc.model_copy(update={"seq": inc.seq + 1, "updated_at": self.now})
+        ev = IncidentEvent(
+            time=self.now,
+            exercise=inc.exercise,
+            incident_id=inc.id,
+            seq=inc.seq,
+            event=event,
+            state=inc.state.value,
+            kind=inc.kind,
+            priority=inc.priority,
+            place=inc.place,
+            camera=inc.camera,
+            **fields,
+        )
+        self.out.append((inc.id, ev))
+        self._put_inc(inc)
+        return inc
+
+    def _send(self, inc_id: str | None, msg: Message) -> None:
+        self.out.append((inc_id, msg))
+
+    def _seen(self, msg_id: str, redelivered: bool) -> bool:
+        """True if this message id was handled before; a fresh replay is refused."""
+        if msg_id in self.s.seen:
+            if redelivered:
+                return True
+            raise _Refuse(f"replayed message id {msg_id}: already handled")
+        return False
+
+    def _remember(self, msg_id: str) -> None:
+        self.s.seen[msg_id] = self.now
+
+    # -- dispatch on input
+    def handle(self, ev: Input) -> None:
+        if isinstance(ev, AlertIn):
+            self.on_alert(ev.alert, ev.redelivered)
+        elif isinstance(ev, ReplyIn):
+            self.on_reply(ev.reply, ev.redelivered)
+        elif isinstance(ev, PositionIn):
+            self.on_position(ev.position)
+        elif isinstance(ev, StatusIn):
+            self.on_status(ev.status)
+        elif isinstance(ev, Tick):
+            self.on_tick()
+        elif isinstance(ev, Loaded):
+            self.on_loaded(ev.record)
+        elif isinstance(ev, CloseIncident):
+            self.on_close(ev)
+        else:  # pragma: no cover - the type union is closed
+            raise TypeError(f"unknown input {ev!r}")
+
+    # -- rule 1: alerts become incidents
+    def on_alert(self, a: Alert, redelivered: bool) -> None:
+        if self._seen(a.id, redelivered):
+            return
+        district = self.s.district
+        cam = None
+        if a.camera is not None:
+            cam = district.camera(a.camera)
+            if cam is None:
+                raise _Refuse(f"unknown camera {a.camera!r}: not in district {district.name!r}")
+        if a.area is not None:
+            lat, lon, desc = a.area.lat, a.area.lon, a.area.description
+            if not district.contains(lat, lon):
+                raise _Refuse(f"position ({lat:.6f}, {lon:.6f}) is outside district {district.name!r}")
+        else:
+            assert cam is not None  # the contract requires a camera or an area
+            lat, lon, desc = cam.position.lat, cam.position.lon, cam.name
+        self._remember(a.id)
+        self.s.counters["alerts"] += 1
+        place = Area(lat=lat, lon=lon, radius_m=a.area.radius_m if a.area else 0.0, description=desc or "")
+
+        if a.confirms is not None:
+            iid = self.s.by_event.get(a.confirms)
+            if iid is not None:
+                self._confirm(self._inc(iid), a)
+                return
+        iid = self.s.by_event.get(a.event_id)
+        if iid is not None:
+            self._update(self._inc(iid), a)
+            return
+        if a.phase is AlertPhase.end:
+            # the end of an event whose incident is closed or unknown: nothing to do
+            return
+        match = self._correlate(a, place)
+        if match is not None:
+            inc = self._join(match, a)
+            self._emit(inc, IncidentEventKind.merged, alert_ids=(a.id,), detail=f"alert {a.event_id} joins the incident")
+            return
+        self._open(a, place)
+
+    def _join(self, inc: IncidentRec, a: Alert) -> IncidentRec:
+        upd: dict[str, Any] = {
+            "alert_ids": (inc.alert_ids + (a.id,))[-ALERT_IDS_KEPT:],
+            "alert_count": inc.alert_count + 1,
+            "last_alert_at": self.now,
+            "zones": tuple(dict.fromkeys(inc.zones + a.zones)),
+        }
+        if a.event_id not in inc.event_ids:
+            upd["event_ids"] = inc.event_ids + (a.event_id,)
+        if a.snapshot:
+            upd["snapshot"] = a.snapshot
+        if a.priority < inc.priority:
+            upd["priority"] = a.priority
+        rec = inc.model_copy(update=upd)
+        self._put_inc(rec)
+        return rec
+
+    def _confirm(self, inc: IncidentRec, a: Alert) -> None:
+        inc = self._join(inc, a)
+        inc = inc.model_copy(update={"certainty": CapCertainty.Observed})
+        self._put_inc(inc)
+        who = a.operator or a.console or "an operator"
+        self._emit(inc, IncidentEventKind.upgraded, alert_ids=(a.id,), detail=f"confirmed by {who}")
+        if inc.state in WAITING_INCIDENT_STATES and inc.unit is None:
+            self._dispatch(self._inc(inc.id))
+
+    def _update(self, inc: IncidentRec, a: Alert) -> None:
+        before = inc.priority
+        inc = self._join(inc, a)
+        if inc.priority < before:
+            self._emit(inc, IncidentEventKind.merged, alert_ids=(a.id,), detail=f"priority raised to {inc.priority}")
+
+    def _correlate(self, a: Alert, place: Area) -> IncidentRec | None:
+        s, pol = self.s, self.s.policy
+        window = timedelta(seconds=pol.correlation_window_s)
+        c = s._corr_cell_deg
+        ci, cj = math.floor(place.lat / c), math.floor(place.lon / c)
+        ids: set[str] = set()
+        if a.camera:
+            ids |= s.corr.get((a.exercise, a.kind, "cam", a.camera), set())
+        for di in (-1, 0, 1):
+            for dj in (-1, 0, 1):
+                ids |= s.corr.get((a.exercise, a.kind, "cell", ci + di, cj + dj), set())
+        best: tuple[float, str] | None = None
+        for iid in ids:
+            inc = s.incidents.get(iid)
+            if inc is None or not inc.is_open or self.now - inc.last_alert_at > window:
+                continue
+            same_camera = a.camera is not None and inc.camera == a.camera
+            if same_camera and (not a.zones or not inc.zones or set(a.zones) & set(inc.zones)):
+                dist = 0.0
+            else:
+                dist = straight_m(place.lat, place.lon, inc.place.lat, inc.place.lon)
+                if dist > pol.correlation_radius_m:
+                    continue
+            if best is None or (dist, iid) < best:
+                best = (dist, iid)
+        return s.incidents[best[1]] if best else None
+
+    def _open(self, a: Alert, place: Area) -> None:
+        rule = self.s.policy.rule(a.kind)
+        inc = IncidentRec(
+            id=new_id(),
+            kind=a.kind,
+            category=a.category if a.category is not None else rule.category,
+            certainty=a.certainty,
+            priority=a.priority,
+            place=place,
+            camera=a.camera,
+            zones=a.zones,
+            event_ids=(a.event_id,),
+            alert_ids=(a.id,),
+            alert_count=1,
+            snapshot=a.snapshot,
+            exercise=a.exercise,
+            opened_at=self.now,
+            last_alert_at=self.now,
+            updated_at=self.now,
+        )
+        self.s.counters["incidents"] += 1
+        inc = self._emit(inc, IncidentEventKind.opened, alert_ids=(a.id,), detail=_source_text(a))
+        self._dispatch(inc)
+
+    # -- rule 2: choose and order
+    def _why_not(self, inc: IncidentRec) -> Any:
+        pol = self.s.policy
+        stale = timedelta(seconds=pol.stale_position_s)
+        tried = inc.tried
+        now = self.now
+
+        def why_not(u: UnitRec) -> str | None:
+            if u.exercise != inc.exercise:
+                return "not in this drill" if inc.exercise else f"in drill {u.exercise}"
+            if u.state is not UnitState.available:
+                return f"{u.state.value}" + (f" on incident {u.incident}" if u.incident else "")
+            if not pol.allows(inc.kind, u.kind):
+                return f"{u.kind.value} units do not take {inc.kind.value} incidents"
+            if u.id in tried:
+                return "already asked for this incident"
+            if u.fix_time is None or now - u.fix_time > stale:
+                age = "never" if u.fix_time is None else f"{(now - u.fix_time).total_seconds():.0f} s ago"
+                return f"stale position (last fix {age}, limit {pol.stale_position_s:.0f} s)"
+            return None
+
+        return why_not
+
+    def _choose(self, inc: IncidentRec, why_not: Any) -> Choice:
+        return choose(
+            self.s.grid, self.s.units, self.s.router, inc.place.lat, inc.place.lon, why_not,
+            want=self.s.policy.max_candidates,
+        )
+
+    def _dispatch(self, inc: IncidentRec) -> None:
+        """Give the incident to the best unit, pre-empt for priority 1, or escalate."""
+        pol = self.s.policy
+        if inc.failures >= pol.max_attempts and not inc.escalated:
+            inc = self._escalate(inc, f"{inc.failures} units did not take it")
+        choice = self._choose(inc, self._why_not(inc))
+        victim = None
+        if inc.priority == 1 and pol.preemption:
+            victim = self._preemptable(inc, choice)
+        if victim is not None:
+            self._preempt(inc, victim)
+            return
+        if choice.chosen is not None:
+            self._assign(inc, choice)
+            return
+        if not inc.escalated:
+            self._escalate(inc, "no available unit fits this incident")
+        elif inc.state is not IncidentState.escalated:
+            inc = inc.model_copy(update={"state": incident_next(inc.state, IncidentTrigger.no_candidate)})
+            self._put_inc(inc)
+
+    def _preemptable(self, inc: IncidentRec, best: Choice) -> Choice | None:
+        """A unit busy on a low-priority incident that would arrive clearly sooner than any free one."""
+        pol = self.s.policy
+        s = self.s
+        base = self._why_not(inc)
+
+        def why_not(u: UnitRec) -> str | None:
+            if u.state not in (UnitState.assigned, UnitState.acknowledged, UnitState.en_route) or u.incident is None:
+                return "not pre-emptable"
+            other = s.incidents.get(u.incident)
+            if other is None or other.priority not in pol.preemptable_priorities or other.exercise != inc.exercise:
+                return "its incident may not be pre-empted"
+            return base(u.model_copy(update={"state": UnitState.available}))
+
+        alt = self._choose(inc, why_not)
+        if alt.chosen is None:
+            return None
+        if best.chosen is not None and alt.chosen.eta_s + getattr(pol, "preempt_margin_s", 60.0) >= best.chosen.eta_s:
+            return None
+        alt.skipped = best.skipped + alt.skipped
+        return alt
+
+    def _explain(self, choice: Choice, preempted: str | None = None) -> Explanation:
+        chosen = choice.chosen
+        cands = tuple(
+            Candidate(unit=c.unit, eta_s=round(c.eta_s, 1), distance_m=round(c.straight_m, 1), method=c.method)  # type: ignore[arg-type]
+            for c in choice.candidates
+        )
+        skipped = [Skipped(unit=u, reason=r) for u, r in choice.skipped]
+        if chosen is not None:
+            for c in choice.candidates[1:]:
+                why = f"{c.eta_s - chosen.eta_s:.0f} s slower ({c.eta_s:.0f} s vs {chosen.eta_s:.0f} s)"
+                if c.straight_m < chosen.straight_m:
+                    why += f", although nearer in a straight line ({c.straight_m:.0f} m vs {chosen.straight_m:.0f} m)"
+                skipped.append(Skipped(unit=c.unit, reason=why))
+            how = "by road" if chosen.method == "road" else "in a straight line (no street graph)"
+            note = f"{chosen.unit}: ETA {chosen.eta_s:.0f} s {how}, {chosen.straight_m:.0f} m away; {len(choice.candidates)} candidates weighed"
+            if preempted:
+                note += f"; taken off lower-priority incident {preempted}"
+        else:
+            note = "no unit can take it"
+        return Explanation(chosen=chosen.unit if chosen else None, candidates=cands, skipped=tuple(skipped), note=note)
+
+    def _assign(self, inc: IncidentRec, choice: Choice, preempted: str | None = None) -> None:
+        cand = choice.chosen
+        assert cand is not None
+        unit = self.s.units[cand.unit]
+        pol = self.s.policy
+        order_id = new_id()
+        deadline = self.now + timedelta(seconds=pol.ack_timeout(inc.priority))
+        explanation = self._explain(choice, preempted)
+        route = self.s.router.route(unit, inc.place.lat, inc.place.lon)
+        self._put_unit(
+            unit.model_copy(
+                update={"state": unit_next(unit.state, UnitTrigger.order_sent), "incident": inc.id, "order": order_id}
+            )
+        )
+        inc = inc.model_copy(
+            update={
+                "state": incident_next(inc.state, IncidentTrigger.assign),
+                "unit": unit.id,
+                "order": order_id,
+                "deadline": deadline,
+                "attempts": inc.attempts + (Attempt(unit=unit.id, order_id=order_id, sent_at=self.now, deadline=deadline, eta_s=round(cand.eta_s, 1)),),
+            }
+        )
+        self._put_inc(inc)
+        self.s.counters["orders"] += 1
+        self._send(
+            inc.id,
+            DispatchOrder(
+                time=self.now,
+                exercise=inc.exercise,
+                order_id=order_id,
+                incident_id=inc.id,
+                unit=unit.id,
+                attempt=len(inc.attempts),
+                priority=inc.priority,
+                kind=inc.kind,
+                category=inc.category,
+                place=inc.place,
+                snapshot=inc.snapshot,
+                route=route,
+                eta_s=round(cand.eta_s, 1),
+                ack_deadline=deadline,
+                explanation=explanation,
+            ),
+        )
+        self._emit(
+            inc, IncidentEventKind.assigned, unit=unit.id, order_id=order_id, eta_s=round(cand.eta_s, 1),
+            explanation=explanation, detail=explanation.note,
+        )
+
+    def _cancel_order(self, inc: IncidentRec, unit_id: str, order_id: str, reason: str) -> None:
+        self._send(
+            inc.id,
+            DispatchOrder(
+                time=self.now, exercise=inc.exercise, order_id=order_id, action=OrderAction.cancel,
+                incident_id=inc.id, unit=unit_id, priority=inc.priority, kind=inc.kind, category=inc.category,
+                place=inc.place, reason=reason,
+            ),
+        )
+
+    def _release(self, unit_id: str, order_id: str, trigger: UnitTrigger) -> bool:
+        """Free a unit from an order, if it still holds that order (another replica may have moved on)."""
+        u = self.s.units.get(unit_id)
+        if u is None or u.order != order_id:
+            return False
+        self._put_unit(
+            u.model_copy(update={"state": unit_next(u.state, trigger), "incident": None, "order": None})
+        )
+        return True
+
+    def _close_attempt(self, inc: IncidentRec, outcome: AttemptOutcome, reason: str = "") -> IncidentRec:
+        attempts = tuple(
+            a.model_copy(update={"outcome": outcome, "reason": reason}) if a.order_id == inc.order else a
+            for a in inc.attempts
+        )
+        failures = inc.failures + (1 if outcome in (AttemptOutcome.declined, AttemptOutcome.timed_out) else 0)
+        return inc.model_copy(update={"attempts": attempts, "failures": failures})
+
+    # -- rule 4
+    def _escalate(self, inc: IncidentRec, why: str) -> IncidentRec:
+        pol = self.s.policy
+        if inc.state in WAITING_INCIDENT_STATES:
+            inc = inc.model_copy(update={"state": incident_next(inc.state, IncidentTrigger.no_candidate)})
+        inc = inc.model_copy(update={"escalated": True})
+        self._put_inc(inc)
+        groups = [pol.escalation_talkgroup] + sorted(
+            {u.talkgroup for u in self.s.district.units if pol.allows(inc.kind, u.kind)} - {pol.escalation_talkgroup}
+        )
+        text = (
+            f"P{inc.priority} {inc.kind.value} at {inc.place.description or f'{inc.place.lat:.5f},{inc.place.lon:.5f}'}: "
+            f"{why}. Any unit able to respond, answer."
+        )
+        for g in groups:
+            self._send(
+                inc.id,
+                Broadcast(
+                    time=self.now, exercise=inc.exercise, talkgroup=g, reason=BroadcastReason.escalation,
+                    incident_id=inc.id, priority=inc.priority, kind=inc.kind, place=inc.place, text=text,
+                ),
+            )
+        self.s.counters["escalations"] += 1
+        return self._emit(inc, IncidentEventKind.escalated, detail=why)
+
+    # -- rule 5
+    def _preempt(self, inc: IncidentRec, alt: Choice) -> None:
+        assert alt.chosen is not None
+        victim_unit = self.s.units[alt.chosen.unit]
+        other = self._inc(victim_unit.incident)  # type: ignore[arg-type]
+        reason = f"taken for priority-{inc.priority} incident {inc.id}"
+        self._cancel_order(other, victim_unit.id, victim_unit.order, reason)  # type: ignore[arg-type]
+        self._release(victim_unit.id, victim_unit.order, UnitTrigger.withdrawn)  # type: ignore[arg-type]
+        other = self._close_attempt(other, AttemptOutcome.preempted, reason)
+        other = other.model_copy(
+            update={"state": incident_next(other.state, IncidentTrigger.preempt), "unit": None, "order": None, "deadline": None}
+        )
+        other = self._emit(other, IncidentEventKind.preempted, unit=victim_unit.id, detail=reason)
+        self._emit(other, IncidentEventKind.requeued, detail="waiting for the next free unit")
+        self.s.counters["preemptions"] += 1
+        self._assign(self._inc(inc.id), alt, preempted=other.id)
+
+    # -- rule 3: replies and timeouts
+    def on_reply(self, r: OrderReply, redelivered: bool) -> None:
+        if self._seen(r.id, redelivered):
+            return
+        u = self.s.units.get(r.unit)
+        if u is None:
+            raise _Refuse(f"unknown unit {r.unit!r}: not in district {self.s.district.name!r}")
+        inc = self.s.incidents.get(r.incident_id)
+        if inc is None or inc.order != r.order_id or u.order != r.order_id:
+            raise _Refuse(
+                f"order {r.order_id} is not active for unit {r.unit} (it timed out, was withdrawn or finished)"
+            )
+        self._remember(r.id)
+        try:
+            if r.reply is ReplyKind.ack:
+                self._ack(inc, u)
+            elif r.reply is ReplyKind.decline:
+                self._decline(inc, u, r.reason or "declined")
+            elif r.reply is ReplyKind.en_route:
+                self._progress(inc, u, UnitTrigger.en_route, IncidentTrigger.en_route, IncidentEventKind.en_route)
+            elif r.reply is ReplyKind.on_scene:
+                self._progress(inc, u, UnitTrigger.on_scene, IncidentTrigger.on_scene, IncidentEventKind.on_scene)
+            elif r.reply is ReplyKind.cleared:
+                self._cleared(inc, u, r.reason)
+        except TransitionRefused as e:
+            raise _Refuse(f"reply {r.reply.value} from {r.unit}: {e}") from None
+
+    def _ack(self, inc: IncidentRec, u: UnitRec) -> None:
+        self._put_unit(u.model_copy(update={"state": unit_next(u.state, UnitTrigger.ack)}))
+        inc = self._close_attempt(inc, AttemptOutcome.acknowledged)
+        inc = inc.model_copy(update={"state": incident_next(inc.state, IncidentTrigger.ack), "deadline": None})
+        self._emit(inc, IncidentEventKind.acknowledged, unit=u.id, order_id=inc.order)
+
+    def _progress(self, inc: IncidentRec, u: UnitRec, ut: UnitTrigger, it: IncidentTrigger, ev: IncidentEventKind) -> None:
+        new_u = unit_next(u.state, ut)
+        new_i = incident_next(inc.state, it)
+        if inc.state is IncidentState.assigned:  # moving without an explicit ack acknowledges
+            inc = self._close_attempt(inc, AttemptOutcome.acknowledged)
+        self._put_unit(u.model_copy(update={"state": new_u}))
+        inc = inc.model_copy(update={"state": new_i, "deadline": None})
+        self._emit(inc, ev, unit=u.id, order_id=inc.order)
+
+    def _cleared(self, inc: IncidentRec, u: UnitRec, disposition: str) -> None:
+        new_i = incident_next(inc.state, IncidentTrigger.cleared)
+        self._release(u.id, u.order, UnitTrigger.cleared)  # type: ignore[arg-type]
+        inc = self._close_attempt(inc, AttemptOutcome.done)
+        inc = inc.model_copy(
+            update={"state": new_i, "deadline": None, "closed_at": self.now, "disposition": disposition}
+        )
+        self._emit(inc, IncidentEventKind.resolved, unit=u.id, order_id=inc.order, detail=disposition or "cleared")
+        self._serve_waiting(u.id)
+
+    def _decline(self, inc: IncidentRec, u: UnitRec, reason: str) -> None:
+        new_i = incident_next(inc.state, IncidentTrigger.decline)
+        self._release(u.id, inc.order, UnitTrigger.decline)  # type: ignore[arg-type]
+        inc = self._close_attempt(inc, AttemptOutcome.declined, reason)
+        inc = inc.model_copy(update={"state": new_i, "unit": None, "order": None, "deadline": None})
+        inc = self._emit(inc, IncidentEventKind.declined, unit=u.id, detail=reason)
+        self._dispatch(inc)
+        self._serve_waiting(u.id)
+
+    def on_tick(self) -> None:
+        s = self.s
+        while s.deadlines and s.deadlines[0][0] <= self.now:
+            _, iid, order_id = heapq.heappop(s.deadlines)
+            inc = s.incidents.get(iid)
+            if inc is None or inc.order != order_id or inc.state is not IncidentState.assigned:
+                continue  # acknowledged, declined or closed since: the deadline no longer applies
+            self._timeout(inc)
+        cutoff = self.now - SEEN_TTL
+        while s.seen and next(iter(s.seen.values())) < cutoff:
+            s.seen.popitem(last=False)
+
+    def _timeout(self, inc: IncidentRec) -> None:
+        unit_id, order_id = inc.unit, inc.order
+        assert unit_id is not None and order_id is not None
+        secs = self.s.policy.ack_timeout(inc.priority)
+        reason = f"not acknowledged within {secs:.0f} s"
+        self._cancel_order(inc, unit_id, order_id, reason + "; the order goes to the next unit")
+        self._release(unit_id, order_id, UnitTrigger.timeout)
+        inc = self._close_attempt(inc, AttemptOutcome.timed_out, reason)
+        inc = inc.model_copy(
+            update={"state": incident_next(inc.state, IncidentTrigger.timeout), "unit": None, "order": None, "deadline": None}
+        )
+        inc = self._emit(inc, IncidentEventKind.timed_out, unit=unit_id, order_id=order_id, detail=reason)
+        self.s.counters["timeouts"] += 1
+        self._dispatch(inc)
+        self._serve_waiting(unit_id)
+
+    def _serve_waiting(self, unit_id: str) -> None:
+        """A unit became free: give it to the most urgent waiting incident it fits."""
+        s = self.s
+        if not s.waiting:
+            return
+        for iid in sorted(s.waiting, key=lambda i: (s.incidents[i].priority, s.incidents[i].opened_at)):
+            u = s.units[unit_id]
+            if u.state is not UnitState.available:
+                return
+            inc = s.incidents.get(iid)
+            if inc is None or inc.unit is not None:
+                continue
+            if self._why_not(inc)(u) is None:
+                self._dispatch(inc)
+
+    # -- unit reports
+    def on_position(self, p: UnitPosition) -> None:
+        s = self.s
+        u = s.units.get(p.unit)
+        if u is None:
+            raise _Refuse(f"unknown unit {p.unit!r}: not in district {s.district.name!r}")
+        if not s.district.contains(p.lat, p.lon):
+            raise _Refuse(f"position ({p.lat:.6f}, {p.lon:.6f}) of unit {p.unit} is outside district {s.district.name!r}")
+        stale = timedelta(seconds=s.policy.stale_position_s)
+        was_usable = u.fix_time is not None and self.now - u.fix_time <= stale
+        upd: dict[str, Any] = {"lat": p.lat, "lon": p.lon, "fix_time": min(p.time, self.now)}
+        if u.state in (UnitState.available, UnitState.busy, UnitState.off_duty):
+            upd["exercise"] = p.exercise  # joining or leaving a drill only between jobs
+        self._put_unit(u.model_copy(update=upd))
+        if not was_usable and u.state is UnitState.available:
+            self._serve_waiting(u.id)
+
+    def on_status(self, st: UnitStatus) -> None:
+        s = self.s
+        u = s.units.get(st.unit)
+        if u is None:
+            raise _Refuse(f"unknown unit {st.unit!r}: not in district {s.district.name!r}")
+        trigger = {
+            UnitAvailability.available: UnitTrigger.report_available,
+            UnitAvailability.busy: UnitTrigger.report_busy,
+            UnitAvailability.off_duty: UnitTrigger.report_off_duty,
+        }[st.status]
+        try:
+            new_state = unit_next(u.state, trigger)
+        except TransitionRefused as e:
+            raise _Refuse(f"status {st.status.value} from {u.id}: {e} (clear incident {u.incident} first)") from None
+        inc = s.incidents.get(u.incident) if u.incident else None
+        upd: dict[str, Any] = {"state": new_state}
+        if inc is not None and u.order is not None:
+            reason = f"unit {u.id} reported {st.status.value}"
+            self._cancel_order(inc, u.id, u.order, reason)
+            upd.update(incident=None, order=None)
+            inc = self._close_attempt(inc, AttemptOutcome.withdrawn, reason)
+            inc = inc.model_copy(
+                update={"state": incident_next(inc.state, IncidentTrigger.unit_lost), "unit": None, "order": None, "deadline": None}
+            )
+            inc = self._emit(inc, IncidentEventKind.requeued, unit=u.id, detail=reason)
+        if u.state in (UnitState.available, UnitState.busy, UnitState.off_duty):
+            upd["exercise"] = st.exercise
+        self._put_unit(u.model_copy(update=upd))
+        if inc is not None:
+            self._dispatch(self._inc(inc.id))
+        if new_state is UnitState.available:
+            self._serve_waiting(u.id)
+
+    # -- operator actions
+    def on_close(self, c: CloseIncident) -> None:
+        inc = self.s.incidents.get(c.incident_id)
+        if inc is None:
+            raise _Refuse(f"incident {c.incident_id} is not open")
+        trigger = IncidentTrigger.cancel if c.cancel else IncidentTrigger.close
+        new_state = incident_next(inc.state, trigger)
+        if inc.unit and inc.order:
+            self._cancel_order(inc, inc.unit, inc.order, f"incident closed by {c.by}")
+            u = self.s.units.get(inc.unit)
+            if u is not None and u.order == inc.order:
+                self._release(u.id, inc.order, UnitTrigger.withdrawn)
+            inc = self._close_attempt(inc, AttemptOutcome.withdrawn, f"closed by {c.by}")
+        unit_id = inc.unit
+        inc = inc.model_copy(
+            update={"state": new_state, "deadline": None, "closed_at": self.now, "disposition": c.disposition}
+        )
+        ev = IncidentEventKind.cancelled if c.cancel else IncidentEventKind.resolved
+        self._emit(inc, ev, unit=unit_id, detail=f"{c.disposition or 'closed'} (by {c.by})")
+        if unit_id:
+            self._serve_waiting(unit_id)
+
+    # -- records from the buckets
+    def on_loaded(self, rec: UnitRec | IncidentRec) -> None:
+        s = self.s
+        if isinstance(rec, UnitRec):
+            cur = s.units.get(rec.id)
+            if cur is None or rec.rev > cur.rev:
+                s.put_unit(rec)
+            return
+        cur_inc = s.incidents.get(rec.id)
+        if cur_inc is None or rec.rev > cur_inc.rev:
+            if cur_inc is None:
+                for aid in rec.alert_ids:
+                    s.seen.setdefault(aid, rec.updated_at)
+            s.put_incident(rec)
+
+
+def _source_text(a: Alert) -> str:
+    if a.source.value == "camera":
+        zones = f" in zone {', '.join(a.zones)}" if a.zones else ""
+        score = f" (score {a.score:.2f})" if a.score is not None else ""
+        return f"camera {a.camera}: {a.label or a.kind.value}{zones}{score}"
+    return f"flagged by {a.operator or a.console or 'operator'}" + (f": {a.note}" if a.note else "")

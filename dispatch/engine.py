@@ -1,0 +1,315 @@
+"""The routing engine's shell: decode, call the core, persist with revision checks, publish.
+
+Replicas share the work: alerts and replies come from durable JetStream
+consumers through one queue group, positions and status through a core NATS
+queue group; state lives in key-value buckets that every replica watches.
+A decision is committed when its records are written (units first, so a unit
+claimed by another replica fails before anything else is written); its
+messages are then published, de-duplicated by id, and also kept in the
+incident's outbox so a restart re-sends what a crash cut off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+import structlog
+from pydantic import ValidationError
+
+from dispatch.core.decide import (
+    AlertIn,
+    EngineState,
+    Input,
+    Loaded,
+    PositionIn,
+    Publish,
+    Reject,
+    ReplyIn,
+    Save,
+    StatusIn,
+    Tick,
+    decide,
+)
+from dispatch.core.records import IncidentRec, UnitRec
+from dispatch.events import (
+    Alert,
+    Broadcast,
+    DispatchOrder,
+    IncidentEvent,
+    Message,
+    OrderReply,
+    Rejected,
+    UnitPosition,
+    UnitStatus,
+    describe_error,
+    encode,
+)
+from dispatch.store import Bus, Conflict, Store
+from dispatch.subjects import Subjects
+
+log = structlog.get_logger("dispatch.engine")
+
+MAX_CONFLICT_RETRIES = 8
+RESEND_CLOSED_WITHIN_S = 600.0
+
+
+def utc_clock() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class EngineShell:
+    def __init__(
+        self,
+        state: EngineState,
+        store: Store,
+        bus: Bus,
+        subjects: Subjects,
+        clock: Callable[[], datetime] = utc_clock,
+        name: str = "engine",
+    ) -> None:
+        self.state = state
+        self.store = store
+        self.bus = bus
+        self.subjects = subjects
+        self.clock = clock
+        self.name = name
+        self.lock = asyncio.Lock()
+        self.deadletters = 0
+        self.conflicts = 0
+        self.ready = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    # ------------------------------------------------------------------ inbound
+    async def on_raw(self, subject: str, data: bytes, redelivered: bool = False) -> None:
+        """Decode one message by its subject, hand it to the core; refuse what cannot be read."""
+        kind = self.subjects.strip(subject).split(".")
+        try:
+            if kind[0] == "alerts":
+                inp: Input = AlertIn(Alert.model_validate_json(data), redelivered)
+            elif kind[0] == "radio" and kind[-1] == "reply":
+                inp = ReplyIn(OrderReply.model_validate_json(data), redelivered)
+            elif kind[0] == "units" and kind[-1] == "position":
+                inp = PositionIn(UnitPosition.model_validate_json(data))
+            elif kind[0] == "units" and kind[-1] == "status":
+                inp = StatusIn(UnitStatus.model_validate_json(data))
+            else:
+                await self.deadletter(subject, data, f"no handler for subject {subject}")
+                return
+        except ValidationError as e:
+            await self.deadletter(subject, data, _why_invalid(e, data))
+            return
+        ids = _ids(inp)
+        with structlog.contextvars.bound_contextvars(**ids):
+            reason = await self.apply(inp)
+            if reason is not None:
+                await self.deadletter(subject, data, reason)
+
+    async def apply(self, inp: Input) -> str | None:
+        """Run one decision to completion. Returns a refusal reason, if the core refused the input."""
+        msg_id = _msg_id(inp)
+        futures: list[Any] = []
+        async with self.lock:
+            for _ in range(MAX_CONFLICT_RETRIES):
+                _, cmds = decide(self.state, inp, self.clock())
+                refusal = next((c.reason for c in cmds if isinstance(c, Reject)), None)
+                if refusal is not None:
+                    return refusal
+                saves = [c.record for c in cmds if isinstance(c, Save)]
+                try:
+                    await self._persist(saves)
+                except Conflict as e:
+                    self.conflicts += 1
+                    log.info("conflict", record=e.rec.id, detail=str(e))
+                    if msg_id is not None:
+                        self.state.seen.pop(msg_id, None)
+                    await self._reload(saves)
+                    continue
+                for c in cmds:
+                    if isinstance(c, Publish):
+                        futures.append(await self._publish(c.message))
+                        _log_publish(c.message)
+                break
+            else:
+                raise RuntimeError(f"gave up after {MAX_CONFLICT_RETRIES} conflicting writes")
+        if futures:
+            await asyncio.gather(*futures)
+        return None
+
+    async def _persist(self, saves: list[UnitRec | IncidentRec]) -> None:
+        # unit claims first: losing a unit to another replica must fail before the incident is written
+        for group in ([r for r in saves if isinstance(r, UnitRec)], [r for r in saves if isinstance(r, IncidentRec)]):
+            if not group:
+                continue
+            results = await asyncio.gather(*(self.store.save(r) for r in group), return_exceptions=True)
+            failed: BaseException | None = None
+            for rec, res in zip(group, results):
+                if isinstance(res, BaseException):
+                    failed = failed or res
+                else:
+                    self.state.stored(rec, res)
+            if failed is not None:
+                raise failed
+
+    async def _reload(self, recs: list[UnitRec | IncidentRec]) -> None:
+        """Replace what a failed decision touched by what the buckets hold."""
+        for rec in recs:
+            fresh = await self.store.get(type(rec), rec.id)
+            if isinstance(rec, UnitRec):
+                if fresh is None:
+                    base = self.state.units[rec.id]
+                    fresh = UnitRec(id=rec.id, callsign=base.callsign, kind=base.kind, mode=base.mode, talkgroup=base.talkgroup)
+                self.state.put_unit(fresh)  # type: ignore[arg-type]
+            elif fresh is None:
+                self.state.forget_incident(rec.id)
+            else:
+                self.state.forget_incident(rec.id)
+                self.state.put_incident(fresh)  # type: ignore[arg-type]
+
+    async def _publish(self, m: Message) -> Any:
+        s = self.subjects
+        if isinstance(m, DispatchOrder):
+            subject = s.order(m.unit)
+        elif isinstance(m, Broadcast):
+            subject = s.talkgroup(m.talkgroup)
+        elif isinstance(m, IncidentEvent):
+            subject = s.incident_event(m.incident_id, m.event.value)
+        else:  # pragma: no cover - the core only emits these three
+            raise TypeError(type(m))
+        return await self.bus.publish(subject, encode(m), m.id)
+
+    async def deadletter(self, subject: str, data: bytes, reason: str) -> None:
+        self.deadletters += 1
+        log.warning("deadletter", subject=subject, reason=reason, count=self.deadletters)
+        rej = Rejected(subject=subject, reason=reason, raw=base64.b64encode(data).decode(), refused_by=self.name)
+        fut = await self.bus.publish(self.subjects.deadletter(self.subjects.strip(subject)), encode(rej), rej.id)
+        await fut
+
+    # ------------------------------------------------------------------ lifecycle
+    async def load(self) -> None:
+        """Rebuild state from the buckets, re-send what a crash may have cut off, then follow changes."""
+        it = self.store.watch().__aiter__()
+        n_units = n_incidents = 0
+        while True:
+            rec = await it.__anext__()
+            if rec is None:
+                break
+            decide(self.state, Loaded(rec), self.clock())
+            if isinstance(rec, UnitRec):
+                n_units += 1
+            else:
+                n_incidents += 1
+                await self._resend_outbox(rec)
+        log.info("state loaded", units=n_units, incidents=n_incidents, open=len(self.state.incidents))
+        self._tasks.append(asyncio.create_task(self._follow(it)))
+        self.ready.set()
+
+    async def _resend_outbox(self, rec: IncidentRec) -> None:
+        if not rec.outbox:
+            return
+        if not rec.is_open and rec.closed_at is not None:
+            if (self.clock() - rec.closed_at).total_seconds() > RESEND_CLOSED_WITHIN_S:
+                return
+        cls_by_type = {"order": DispatchOrder, "broadcast": Broadcast, "event": IncidentEvent}
+        resent = 0
+        for item in rec.outbox:
+            m = cls_by_type[item.type].model_validate_json(item.body)
+            subject = self._subject_of(m)
+            stream = self.subjects.stream_incidents if item.type == "event" else self.subjects.stream_radio
+            if await self.bus.last_id(stream, subject) == m.id:
+                continue
+            await (await self.bus.publish(subject, item.body.encode(), m.id))
+            resent += 1
+        if resent:
+            log.warning("resent after restart", incident_id=rec.id, messages=resent)
+
+    def _subject_of(self, m: Message) -> str:
+        s = self.subjects
+        if isinstance(m, DispatchOrder):
+            return s.order(m.unit)
+        if isinstance(m, Broadcast):
+            return s.talkgroup(m.talkgroup)
+        assert isinstance(m, IncidentEvent)
+        return s.incident_event(m.incident_id, m.event.value)
+
+    async def _follow(self, it: Any) -> None:
+        """Other replicas' writes: adopt records newer than ours."""
+        try:
+            async for rec in it:
+                if rec is None:
+                    continue
+                table = self.state.units if isinstance(rec, UnitRec) else self.state.incidents
+                cur = table.get(rec.id)
+                if cur is not None and cur.rev >= rec.rev:
+                    continue  # our own write coming back, or older
+                async with self.lock:
+                    decide(self.state, Loaded(rec), self.clock())
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("bucket watch failed")
+
+    async def run_timers(self, every_s: float = 0.1) -> None:
+        """Fire acknowledgement deadlines (also those that passed while the engine was down)."""
+        while True:
+            try:
+                nd = self.state.next_deadline()
+                if nd is not None and nd <= self.clock():
+                    await self.apply(Tick())
+                elif int(time.monotonic()) % 60 == 0:
+                    await self.apply(Tick())  # forgets old message ids now and then
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("timer tick failed")
+            await asyncio.sleep(every_s)
+
+    def start_timers(self) -> None:
+        self._tasks.append(asyncio.create_task(self.run_timers()))
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._tasks.clear()
+
+
+def _msg_id(inp: Input) -> str | None:
+    if isinstance(inp, AlertIn):
+        return inp.alert.id
+    if isinstance(inp, ReplyIn):
+        return inp.reply.id
+    return None
+
+
+def _ids(inp: Input) -> dict[str, str]:
+    if isinstance(inp, AlertIn):
+        return {"correlation_id": inp.alert.id, "event_id": inp.alert.event_id}
+    if isinstance(inp, ReplyIn):
+        return {"correlation_id": inp.reply.id, "incident_id": inp.reply.incident_id, "unit": inp.reply.unit}
+    if isinstance(inp, PositionIn):
+        return {"unit": inp.position.unit}
+    if isinstance(inp, StatusIn):
+        return {"unit": inp.status.unit}
+    return {}
+
+
+def _why_invalid(e: ValidationError, data: bytes) -> str:
+    if any(err["type"] == "json_invalid" for err in e.errors()):
+        return f"malformed JSON: {e.errors()[0]['msg']}"
+    return f"invalid message: {describe_error(e)}"
+
+
+def _log_publish(m: Message) -> None:
+    if isinstance(m, IncidentEvent):
+        log.info(m.event.value, incident_id=m.incident_id, seq=m.seq, state=m.state, unit=m.unit, detail=m.detail, exercise=m.exercise)
+    elif isinstance(m, DispatchOrder) and m.action.value == "cancel":
+        log.info("order withdrawn", incident_id=m.incident_id, unit=m.unit, order_id=m.order_id, reason=m.reason)

@@ -1,0 +1,404 @@
+"""The event contract: every payload that crosses NATS, as a versioned pydantic model.
+
+Every side (engine, camera adapters, console, terminals, simulators) imports this
+module and `dispatch.subjects`; nothing else crosses the line between them.
+
+Words follow CAP 1.2 where CAP has one (category, urgency, severity, certainty,
+status, area) and Frigate's event shape for camera data (camera, label, score,
+box, zones, frame size, snapshot, start/end time).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+SCHEMA_VERSION = 1
+"""The version every message of this contract carries; a message with another is refused."""
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# --------------------------------------------------------------------------- vocabularies
+
+
+class UnitKind(StrEnum):
+    police = "police"
+    auxiliary = "auxiliary"
+    volunteer = "volunteer"
+
+
+class TravelMode(StrEnum):
+    foot = "foot"
+    bicycle = "bicycle"
+    motorbike = "motorbike"
+    car = "car"
+
+
+class IncidentKind(StrEnum):
+    """What happened; the district policy says which are violent and who may take them."""
+
+    assault = "assault"
+    robbery = "robbery"
+    fight = "fight"
+    weapon = "weapon"
+    intrusion = "intrusion"
+    theft = "theft"
+    vandalism = "vandalism"
+    loitering = "loitering"
+    crowd = "crowd"
+    suspicious = "suspicious"
+    traffic = "traffic"
+    medical = "medical"
+    fire = "fire"
+    camera_tamper = "camera_tamper"
+    camera_offline = "camera_offline"
+    other = "other"
+
+
+class CapCategory(StrEnum):
+    Geo = "Geo"
+    Met = "Met"
+    Safety = "Safety"
+    Security = "Security"
+    Rescue = "Rescue"
+    Fire = "Fire"
+    Health = "Health"
+    Env = "Env"
+    Transport = "Transport"
+    Infra = "Infra"
+    CBRNE = "CBRNE"
+    Other = "Other"
+
+
+class CapUrgency(StrEnum):
+    Immediate = "Immediate"
+    Expected = "Expected"
+    Future = "Future"
+    Past = "Past"
+    Unknown = "Unknown"
+
+
+class CapSeverity(StrEnum):
+    Extreme = "Extreme"
+    Severe = "Severe"
+    Moderate = "Moderate"
+    Minor = "Minor"
+    Unknown = "Unknown"
+
+
+class CapCertainty(StrEnum):
+    Observed = "Observed"
+    Likely = "Likely"
+    Possible = "Possible"
+    Unlikely = "Unlikely"
+    Unknown = "Unknown"
+
+
+class CapStatus(StrEnum):
+    Actual = "Actual"
+    Exercise = "Exercise"
+    System = "System"
+    Test = "Test"
+    Draft = "Draft"
+
+
+class AlertPhase(StrEnum):
+    """Frigate's event lifecycle: one detection event is new, then updates, then end."""
+
+    new = "new"
+    update = "update"
+    end = "end"
+
+
+class AlertSource(StrEnum):
+    camera = "camera"
+    operator = "operator"
+
+
+class CameraState(StrEnum):
+    online = "online"
+    offline = "offline"
+    degraded = "degraded"
+
+
+class UnitAvailability(StrEnum):
+    """What a unit says about itself; the engine adds assigned/en route/on scene."""
+
+    available = "available"
+    busy = "busy"
+    off_duty = "off_duty"
+
+
+class ReplyKind(StrEnum):
+    ack = "ack"
+    decline = "decline"
+    en_route = "en_route"
+    on_scene = "on_scene"
+    cleared = "cleared"
+
+
+class OrderAction(StrEnum):
+    assign = "assign"
+    cancel = "cancel"
+
+
+class BroadcastReason(StrEnum):
+    escalation = "escalation"
+    all_call = "all_call"
+
+
+class IncidentEventKind(StrEnum):
+    opened = "opened"
+    merged = "merged"
+    upgraded = "upgraded"
+    assigned = "assigned"
+    acknowledged = "acknowledged"
+    declined = "declined"
+    timed_out = "timed_out"
+    escalated = "escalated"
+    preempted = "preempted"
+    requeued = "requeued"
+    en_route = "en_route"
+    on_scene = "on_scene"
+    resolved = "resolved"
+    cancelled = "cancelled"
+
+
+# --------------------------------------------------------------------------- building blocks
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False)
+
+
+Lat = Annotated[float, Field(ge=-90.0, le=90.0, description="WGS84 latitude, degrees")]
+Lon = Annotated[float, Field(ge=-180.0, le=180.0, description="WGS84 longitude, degrees")]
+
+
+class Point(Model):
+    lat: Lat
+    lon: Lon
+
+
+class Area(Model):
+    """CAP area: where it happens, as a circle with a description."""
+
+    lat: Lat
+    lon: Lon
+    radius_m: float = Field(0.0, ge=0.0, description="CAP circle radius in metres; 0 = a point")
+    description: str = Field("", max_length=200, description="CAP areaDesc: place name a person reads")
+
+
+class Message(Model):
+    """Fields every message carries."""
+
+    schema_version: int = Field(SCHEMA_VERSION, description="contract version; receivers refuse others")
+    id: str = Field(default_factory=new_id, min_length=1, max_length=64, description="unique message id, also the JetStream de-duplication id")
+    time: datetime = Field(default_factory=utcnow, description="when the sender produced the message, UTC")
+    exercise: str | None = Field(None, max_length=64, description="null for real operations, the drill id during a drill")
+
+    @field_validator("schema_version")
+    @classmethod
+    def _known_version(cls, v: int) -> int:
+        if v != SCHEMA_VERSION:
+            raise ValueError(f"schema version {v} is not supported (this build speaks {SCHEMA_VERSION})")
+        return v
+
+    @field_validator("time")
+    @classmethod
+    def _utc(cls, v: datetime) -> datetime:
+        if v.tzinfo is None or v.utcoffset() is None:
+            raise ValueError("time must carry a timezone (UTC)")
+        return v.astimezone(timezone.utc)
+
+
+# --------------------------------------------------------------------------- payloads
+
+
+class Detection(Model):
+    """One object in a camera frame (Frigate shape); box in pixels of the detect frame."""
+
+    label: str = Field(..., max_length=40, description="object class: person, car, ...")
+    score: float = Field(..., ge=0.0, le=1.0, description="detector confidence")
+    box: tuple[int, int, int, int] = Field(..., description="x1, y1, x2, y2 in detect-frame pixels")
+    track_id: int | None = Field(None, description="tracker identity, stable across frames")
+
+
+class Alert(Message):
+    """A new / update / end of one detection event, from a camera adapter or an operator."""
+
+    event_id: str = Field(..., min_length=1, max_length=64, description="stable id of the detection event across new/update/end")
+    phase: AlertPhase = Field(AlertPhase.new, description="Frigate lifecycle phase of the event")
+    source: AlertSource = Field(..., description="camera adapter or person at a console")
+    kind: IncidentKind = Field(..., description="what is happening (CAP 'event')")
+    category: CapCategory = Field(CapCategory.Security, description="CAP category")
+    urgency: CapUrgency = Field(CapUrgency.Immediate, description="CAP urgency")
+    severity: CapSeverity = Field(CapSeverity.Moderate, description="CAP severity")
+    certainty: CapCertainty = Field(CapCertainty.Likely, description="CAP certainty; Observed when a person saw it")
+    status: CapStatus = Field(CapStatus.Actual, description="CAP status; Exercise for drill traffic")
+    priority: int = Field(2, ge=1, le=3, description="1 = life at risk now, 3 = check when free")
+    area: Area | None = Field(None, description="where; engines place camera alerts at the camera when absent")
+    camera: str | None = Field(None, max_length=64, description="camera id (Frigate 'camera')")
+    zones: tuple[str, ...] = Field((), description="camera zones the object entered")
+    label: str | None = Field(None, max_length=40, description="object class that triggered it")
+    score: float | None = Field(None, ge=0.0, le=1.0, description="top detector score of the event")
+    box: tuple[int, int, int, int] | None = Field(None, description="best box, detect-frame pixels")
+    detections: tuple[Detection, ...] = Field((), description="objects in the best frame")
+    frame_size: tuple[int, int] | None = Field(None, description="detect frame width, height")
+    snapshot: str | None = Field(None, max_length=200, description="object-store name of the best JPEG")
+    start_time: datetime | None = Field(None, description="when the event started in the video")
+    end_time: datetime | None = Field(None, description="when it ended (phase end)")
+    console: str | None = Field(None, max_length=64, description="console id for operator alerts")
+    operator: str | None = Field(None, max_length=64, description="who flagged or confirmed it")
+    confirms: str | None = Field(None, max_length=64, description="event_id of a camera alert this operator alert confirms")
+    note: str = Field("", max_length=500, description="free text from the operator")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Alert":
+        if self.source is AlertSource.camera and not self.camera:
+            raise ValueError("a camera alert needs its camera id")
+        if self.source is AlertSource.operator and self.area is None and not self.camera:
+            raise ValueError("an operator alert needs an area (lat/lon) or a camera id")
+        if (self.exercise is not None) != (self.status is CapStatus.Exercise):
+            raise ValueError("status must be Exercise exactly when exercise (the drill id) is set")
+        return self
+
+
+class CameraHealth(Message):
+    camera: str = Field(..., max_length=64, description="camera id")
+    state: CameraState = Field(..., description="online / offline / degraded")
+    fps: float = Field(0.0, ge=0.0, description="measured frames per second")
+    detail: str = Field("", max_length=300, description="why, for a person")
+
+
+class UnitPosition(Message):
+    unit: str = Field(..., max_length=64, description="unit id")
+    lat: Lat
+    lon: Lon
+    accuracy_m: float = Field(10.0, ge=0.0, description="radius of uncertainty, metres")
+    speed_mps: float | None = Field(None, ge=0.0, description="ground speed")
+    heading_deg: float | None = Field(None, ge=0.0, lt=360.0, description="course over ground")
+
+
+class UnitStatus(Message):
+    unit: str = Field(..., max_length=64, description="unit id")
+    status: UnitAvailability = Field(..., description="available / busy / off duty")
+
+
+class Candidate(Model):
+    unit: str
+    eta_s: float = Field(..., ge=0.0, description="estimated travel time to the scene")
+    distance_m: float = Field(..., ge=0.0, description="straight-line distance")
+    method: Literal["road", "straight"] = Field(..., description="road = over the street graph")
+
+
+class Skipped(Model):
+    unit: str
+    reason: str = Field(..., description="why this unit was not chosen")
+
+
+class Explanation(Model):
+    """Why the engine chose this unit: the candidates it weighed and why the others lost."""
+
+    chosen: str | None = Field(None, description="unit id, or null when nobody could take it")
+    candidates: tuple[Candidate, ...] = Field((), description="units weighed, fastest first")
+    skipped: tuple[Skipped, ...] = Field((), description="units ruled out, with the reason")
+    note: str = Field("", description="summary for a person")
+
+
+class DispatchOrder(Message):
+    """An order to one unit (assign), or its withdrawal (cancel)."""
+
+    order_id: str = Field(..., max_length=64, description="order id; replies quote it")
+    action: OrderAction = Field(OrderAction.assign, description="assign, or cancel a previous order")
+    incident_id: str = Field(..., max_length=64)
+    unit: str = Field(..., max_length=64)
+    attempt: int = Field(1, ge=1, description="1 for the first unit asked, 2 for the next ...")
+    priority: int = Field(2, ge=1, le=3)
+    kind: IncidentKind
+    category: CapCategory = CapCategory.Security
+    place: Area
+    snapshot: str | None = Field(None, description="object-store name of the best JPEG")
+    route: tuple[tuple[float, float], ...] = Field((), description="(lat, lon) points from the unit to the scene")
+    eta_s: float | None = Field(None, ge=0.0, description="estimated travel time")
+    ack_deadline: datetime | None = Field(None, description="acknowledge before this or the order goes to the next unit")
+    explanation: Explanation | None = None
+    reason: str = Field("", description="for cancel: why the order was withdrawn")
+
+
+class OrderReply(Message):
+    order_id: str = Field(..., max_length=64)
+    incident_id: str = Field(..., max_length=64)
+    unit: str = Field(..., max_length=64)
+    reply: ReplyKind
+    reason: str = Field("", max_length=300, description="decline reason, or disposition on cleared")
+
+
+class Broadcast(Message):
+    """To a whole talkgroup: escalation when nobody took an incident, or an all-call."""
+
+    talkgroup: str = Field(..., max_length=64)
+    reason: BroadcastReason
+    incident_id: str | None = Field(None, max_length=64)
+    priority: int = Field(1, ge=1, le=3)
+    kind: IncidentKind | None = None
+    place: Area | None = None
+    text: str = Field("", max_length=500, description="what is read out")
+
+
+class IncidentEvent(Message):
+    """One decision about one incident; the stream of these is the incident's history."""
+
+    incident_id: str = Field(..., max_length=64)
+    seq: int = Field(..., ge=1, description="1, 2, 3 ... per incident")
+    event: IncidentEventKind
+    state: str = Field(..., description="incident state after this event")
+    kind: IncidentKind
+    priority: int = Field(..., ge=1, le=3)
+    place: Area
+    unit: str | None = Field(None, description="unit concerned")
+    order_id: str | None = None
+    alert_ids: tuple[str, ...] = Field((), description="message ids of the alerts behind this event")
+    camera: str | None = None
+    eta_s: float | None = None
+    explanation: Explanation | None = None
+    detail: str = Field("", description="for a person")
+
+
+class Rejected(Message):
+    """Input that somebody refused: kept with its reason so nothing is lost."""
+
+    subject: str = Field(..., description="where the input arrived")
+    reason: str = Field(..., description="why it was refused")
+    raw: str = Field(..., description="the input bytes, base64")
+    refused_by: str = Field("engine", description="the component that refused it")
+
+
+PAYLOADS: dict[str, type[Message]] = {
+    m.__name__: m
+    for m in (Alert, CameraHealth, UnitPosition, UnitStatus, DispatchOrder, OrderReply, Broadcast, IncidentEvent, Rejected)
+}
+
+
+def describe_error(exc: ValidationError) -> str:
+    """One line per problem, `field: reason`, for dead letters and CLI messages."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(message)"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def encode(msg: Message) -> bytes:
+    return msg.model_dump_json().encode()

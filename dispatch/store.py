@@ -1,0 +1,244 @@
+"""Where the engine keeps its state and sends its messages.
+
+`KVStore` / `JetStreamBus` are the real thing (JetStream key-value buckets
+written with revision checks, JetStream publishes de-duplicated by message id).
+`MemoryStore` / `BrokerBus` serve the fast service tests over FastStream's
+in-memory test broker. The engine shell only sees the two Protocols.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol
+
+from dispatch.core.records import IncidentRec, UnitRec
+from dispatch.subjects import Subjects
+
+Rec = UnitRec | IncidentRec
+
+
+class Conflict(Exception):
+    """Somebody else wrote the record since we read it (another engine replica)."""
+
+    def __init__(self, rec: Rec) -> None:
+        super().__init__(f"{type(rec).__name__} {rec.id} changed since revision {rec.rev}")
+        self.rec = rec
+
+
+class Store(Protocol):
+    async def save(self, rec: Rec) -> int:
+        """Write rec if the bucket still holds revision rec.rev (0: must not exist); return the new revision."""
+
+    async def get(self, kind: type[Rec], key: str) -> Rec | None: ...
+
+    def watch(self) -> AsyncIterator[Rec | None]:
+        """Every record now stored, then None, then every later change."""
+
+
+class Bus(Protocol):
+    async def publish(self, subject: str, data: bytes, msg_id: str) -> Awaitable[Any]:
+        """Send durably; returns an awaitable that completes when the broker has stored it."""
+
+    async def last_id(self, stream: str, subject: str) -> str | None:
+        """Message id of the last message stored on subject (for re-sending after a crash)."""
+
+
+# --------------------------------------------------------------------------- in memory
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self.data: dict[tuple[str, str], tuple[int, bytes]] = {}
+        self._rev = 0
+        self._changes: asyncio.Queue[Rec] = asyncio.Queue()
+
+    async def save(self, rec: Rec) -> int:
+        key = (type(rec).__name__, rec.id)
+        cur = self.data.get(key)
+        if (cur[0] if cur else 0) != rec.rev:
+            raise Conflict(rec)
+        self._rev += 1
+        self.data[key] = (self._rev, rec.dump())
+        self._changes.put_nowait(type(rec).model_validate_json(self.data[key][1]).model_copy(update={"rev": self._rev}))
+        return self._rev
+
+    async def get(self, kind: type[Rec], key: str) -> Rec | None:
+        cur = self.data.get((kind.__name__, key))
+        if cur is None:
+            return None
+        return kind.model_validate_json(cur[1]).model_copy(update={"rev": cur[0]})
+
+    async def watch(self) -> AsyncIterator[Rec | None]:
+        for (kind, key), (rev, body) in list(self.data.items()):
+            cls = UnitRec if kind == "UnitRec" else IncidentRec
+            yield cls.model_validate_json(body).model_copy(update={"rev": rev})
+        yield None
+        while True:
+            yield await self._changes.get()
+
+
+class BrokerBus:
+    """Publishes through a FastStream broker (the in-memory test broker in service tests)."""
+
+    def __init__(self, broker: Any) -> None:
+        self.broker = broker
+        self.sent: list[tuple[str, bytes]] = []
+
+    async def publish(self, subject: str, data: bytes, msg_id: str) -> Awaitable[Any]:
+        self.sent.append((subject, data))
+        await self.broker.publish(data, subject, headers={"Nats-Msg-Id": msg_id})
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+    async def last_id(self, stream: str, subject: str) -> str | None:
+        for subj, data in reversed(self.sent):
+            if subj == subject:
+                import json
+
+                return json.loads(data).get("id")
+        return None
+
+
+# --------------------------------------------------------------------------- JetStream
+
+
+class KVStore:
+    """Units and incidents in two JetStream key-value buckets (file storage)."""
+
+    def __init__(self, js: Any, subjects: Subjects, replicas: int = 1) -> None:
+        self.js = js
+        self.subjects = subjects
+        self.replicas = replicas
+        self.units: Any = None
+        self.incidents: Any = None
+
+    async def open(self) -> "KVStore":
+        from nats.js.api import KeyValueConfig, StorageType
+
+        async def bucket(name: str, what: str) -> Any:
+            try:
+                return await self.js.key_value(name)
+            except Exception:
+                return await self.js.create_key_value(
+                    KeyValueConfig(
+                        bucket=name, history=1, storage=StorageType.FILE, replicas=self.replicas, description=what
+                    )
+                )
+
+        self.units = await bucket(self.subjects.bucket_units, "PatrolLink unit state")
+        self.incidents = await bucket(self.subjects.bucket_incidents, "PatrolLink incident state")
+        return self
+
+    def _bucket(self, kind: type[Rec] | Rec) -> Any:
+        is_unit = kind is UnitRec or isinstance(kind, UnitRec)
+        return self.units if is_unit else self.incidents
+
+    async def save(self, rec: Rec) -> int:
+        from nats.js.errors import KeyWrongLastSequenceError
+
+        kv = self._bucket(rec)
+        try:
+            if rec.rev == 0:
+                return await kv.create(rec.id, rec.dump())
+            return await kv.update(rec.id, rec.dump(), last=rec.rev)
+        except KeyWrongLastSequenceError:
+            raise Conflict(rec) from None
+        except Exception as e:  # create() on an existing key reports differently across versions
+            if "wrong last sequence" in str(e).lower() or "key exists" in str(e).lower():
+                raise Conflict(rec) from None
+            raise
+
+    async def get(self, kind: type[Rec], key: str) -> Rec | None:
+        from nats.js.errors import KeyDeletedError, KeyNotFoundError
+
+        try:
+            entry = await self._bucket(kind).get(key)
+        except (KeyNotFoundError, KeyDeletedError):
+            return None
+        if entry.value is None:
+            return None
+        return kind.model_validate_json(entry.value).model_copy(update={"rev": entry.revision})
+
+    async def watch(self) -> AsyncIterator[Rec | None]:
+        """Initial values of both buckets, then None, then changes of either."""
+        queue: asyncio.Queue[Rec | None | BaseException] = asyncio.Queue()
+        done = {"n": 0}
+
+        async def pump(kv: Any, cls: type[Rec]) -> None:
+            try:
+                watcher = await kv.watchall()
+                async for entry in watcher:
+                    if entry is None:
+                        done["n"] += 1
+                        if done["n"] == 2:
+                            queue.put_nowait(None)
+                        continue
+                    if entry.value is None or entry.operation is not None:
+                        continue  # deletes and purges
+                    queue.put_nowait(cls.model_validate_json(entry.value).model_copy(update={"rev": entry.revision}))
+            except asyncio.CancelledError:
+                raise
+            except BaseException as e:  # surface to the consumer rather than dying silently
+                queue.put_nowait(e)
+
+        tasks = [asyncio.create_task(pump(self.units, UnitRec)), asyncio.create_task(pump(self.incidents, IncidentRec))]
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            for t in tasks:
+                t.cancel()
+
+
+class JetStreamBus:
+    """JetStream publishes pipelined in order, each de-duplicated by its message id."""
+
+    def __init__(self, js: Any) -> None:
+        self.js = js
+
+    async def publish(self, subject: str, data: bytes, msg_id: str) -> Awaitable[Any]:
+        return await self.js.publish_async(subject, data, headers={"Nats-Msg-Id": msg_id})
+
+    async def last_id(self, stream: str, subject: str) -> str | None:
+        from nats.js.errors import NotFoundError
+
+        try:
+            msg = await self.js.get_last_msg(stream, subject)
+        except NotFoundError:
+            return None
+        headers = msg.headers or {}
+        return headers.get("Nats-Msg-Id")
+
+
+async def ensure_streams(js: Any, subjects: Subjects, replicas: int = 1, duplicate_window_s: float = 120.0) -> None:
+    """Create (or update) the file-backed streams: alerts, radio traffic, incident events, dead letters."""
+    from nats.js.api import StorageType, StreamConfig
+
+    specs = [
+        (subjects.stream_alerts, [subjects.all_alerts], "alerts from cameras and operators"),
+        (subjects.stream_radio, [subjects._p("radio.>")], "orders, replies and talkgroup traffic"),
+        (subjects.stream_incidents, [subjects.all_incident_events], "every decision about every incident"),
+        (subjects.stream_deadletter, [subjects.all_deadletters], "input somebody refused, with the reason"),
+    ]
+    for name, subs, what in specs:
+        cfg = StreamConfig(
+            name=name,
+            subjects=subs,
+            storage=StorageType.FILE,
+            num_replicas=replicas,
+            duplicate_window=duplicate_window_s,
+            description=what,
+            allow_direct=True,
+        )
+        try:
+            await js.add_stream(cfg)
+        except Exception:
+            await js.update_stream(cfg)
+
+
+OnRecord = Callable[[Rec], Awaitable[None]]

@@ -1,0 +1,151 @@
+"""Every NATS name PatrolLink uses: subjects, streams, buckets, queue groups.
+
+No other module spells a subject; they call these functions. A prefix (default
+empty) lets tests and side-by-side deployments share one server without their
+traffic meeting.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_TOKEN = re.compile(r"^[A-Za-z0-9_\-]+$")
+
+
+def check_token(value: str, what: str = "id") -> str:
+    """Ids become subject tokens: no dots, spaces or wildcards."""
+    if not _TOKEN.match(value or ""):
+        raise ValueError(f"{what} {value!r} cannot be a subject token (use letters, digits, '_' or '-')")
+    return value
+
+
+@dataclass(frozen=True)
+class Subjects:
+    """Subject names under an optional prefix such as 't1a2b3c4' (tests) or 'site2'."""
+
+    prefix: str = ""
+
+    def _p(self, s: str) -> str:
+        return f"{self.prefix}.{s}" if self.prefix else s
+
+    # -- alerts
+    def camera_alert(self, camera_id: str) -> str:
+        return self._p(f"alerts.camera.{camera_id}")
+
+    def operator_alert(self, console_id: str) -> str:
+        return self._p(f"alerts.operator.{console_id}")
+
+    @property
+    def all_alerts(self) -> str:
+        return self._p("alerts.>")
+
+    # -- cameras
+    def camera_health(self, camera_id: str) -> str:
+        return self._p(f"cameras.{camera_id}.health")
+
+    def camera_control(self, camera_id: str) -> str:
+        return self._p(f"cameras.{camera_id}.control")
+
+    @property
+    def all_camera_health(self) -> str:
+        return self._p("cameras.*.health")
+
+    # -- units
+    def unit_position(self, unit_id: str) -> str:
+        return self._p(f"units.{unit_id}.position")
+
+    def unit_status(self, unit_id: str) -> str:
+        return self._p(f"units.{unit_id}.status")
+
+    @property
+    def all_unit_positions(self) -> str:
+        return self._p("units.*.position")
+
+    @property
+    def all_unit_status(self) -> str:
+        return self._p("units.*.status")
+
+    # -- radio
+    def order(self, unit_id: str) -> str:
+        return self._p(f"radio.{unit_id}.order")
+
+    def reply(self, unit_id: str) -> str:
+        return self._p(f"radio.{unit_id}.reply")
+
+    def talkgroup(self, group: str) -> str:
+        return self._p(f"radio.talkgroup.{group}")
+
+    @property
+    def all_orders(self) -> str:
+        return self._p("radio.*.order")
+
+    @property
+    def all_replies(self) -> str:
+        return self._p("radio.*.reply")
+
+    @property
+    def all_talkgroups(self) -> str:
+        return self._p("radio.talkgroup.*")
+
+    # -- incidents
+    def incident_event(self, incident_id: str, event: str) -> str:
+        return self._p(f"incidents.{incident_id}.{event}")
+
+    @property
+    def all_incident_events(self) -> str:
+        return self._p("incidents.>")
+
+    # -- dead letters
+    def deadletter(self, subject: str) -> str:
+        return self._p(f"deadletter.{subject}")
+
+    @property
+    def all_deadletters(self) -> str:
+        return self._p("deadletter.>")
+
+    # -- JetStream names (streams and buckets allow no dots)
+    def _n(self, s: str) -> str:
+        return f"{self.prefix}_{s}" if self.prefix else s
+
+    @property
+    def stream_alerts(self) -> str:
+        return self._n("ALERTS")
+
+    @property
+    def stream_radio(self) -> str:
+        return self._n("RADIO")
+
+    @property
+    def stream_incidents(self) -> str:
+        return self._n("INCIDENTS")
+
+    @property
+    def stream_deadletter(self) -> str:
+        return self._n("DEADLETTER")
+
+    @property
+    def bucket_units(self) -> str:
+        return self._n("units")
+
+    @property
+    def bucket_incidents(self) -> str:
+        return self._n("incidents")
+
+    @property
+    def bucket_snapshots(self) -> str:
+        return self._n("snapshots")
+
+    @property
+    def engine_queue(self) -> str:
+        """Queue group (and durable consumer name) the engine replicas share."""
+        return self._n("engine")
+
+    def strip(self, subject: str) -> str:
+        """The subject without the prefix, as the contract's table names it."""
+        if self.prefix and subject.startswith(self.prefix + "."):
+            return subject[len(self.prefix) + 1 :]
+        return subject
+
+
+DEFAULT = Subjects()
