@@ -8,6 +8,7 @@ and give the shell an in-memory store; production uses JetStream everything.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +54,9 @@ def register(broker: NatsBroker, rt: EngineRuntime) -> None:
     every replica (queue group); positions and status: core NATS in the same queue group."""
     s = rt.subjects
     q = s.engine_queue
+    # FastStream warns that a durable push consumer does not scale; with `queue` it is a
+    # deliver group that every replica binds to, which is exactly how replicas share work.
+    warnings.filterwarnings("ignore", message="The JetStream Push consumer with the `durable` option")
 
     async def handle(msg: NatsMessage) -> None:
         shell = rt.need_shell()
@@ -94,7 +98,10 @@ def build_app(
     """The production engine: JetStream streams, key-value state, timers."""
     subjects = Subjects(prefix)
     rt = EngineRuntime(district=district, subjects=subjects, name=name, replicas=replicas)
-    broker = NatsBroker(servers, name=f"patrollink-{name}", max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+    # logger=None: FastStream's per-message access log costs more than a decision; structlog records those
+    broker = NatsBroker(
+        servers, name=f"patrollink-{name}", max_reconnect_attempts=-1, reconnect_time_wait=0.5, logger=None
+    )
     register(broker, rt)
     app = FastStream(broker)
     rt.extras["broker"] = broker
