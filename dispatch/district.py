@@ -493,6 +493,10 @@ class Policy(_Model):
     preemptable_priorities: tuple[int, ...] = Field(
         (3,), title="pre-emptable priorities", description="priorities of incidents a priority-1 incident may take a unit away from (2 and/or 3)"
     )
+    preempt_margin_s: float = Field(
+        60.0, ge=0, title="pre-emption margin",
+        description="pre-empt only when the busy unit would arrive at least this many seconds sooner than the best free one",
+    )
     escalation_talkgroup: Annotated[str, AfterValidator(_token("talkgroup"))] = Field(
         "supervisors", title="escalation talkgroup", description="talkgroup that hears escalations"
     )
@@ -611,6 +615,14 @@ class District(_Model):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def __eq__(self, other: object) -> bool:
+        # the configuration only: not where it was read from, nor the caches
+        if not isinstance(other, District):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]  # dict fields: not hashable anyway
 
     # -- where it came from
     @property
@@ -931,6 +943,8 @@ def _reason(err: Mapping[str, Any]) -> str:
     if kind == "missing":
         return "required field is missing"
     msg = str(err["msg"])
+    if loc and loc[-1] == "[key]" and len(loc) >= 2:
+        return f"unknown key {str(loc[-2])!r}: {msg[0].lower() + msg[1:]}"
     for prefix in ("Value error, ", "Assertion failed, "):
         if msg.startswith(prefix):
             return msg[len(prefix):]

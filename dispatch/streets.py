@@ -557,7 +557,8 @@ class StreetGraph:
 
         oneway is "yes", "no", "-1" or a bool; the optional fourth item is a
         dict of further OSM tags (maxspeed, access, foot, name, ...).  Node i
-        of the graph is coords[i].
+        of the graph is coords[i].  barriers are (kind, (lat, lon) polyline)
+        pairs kept for maps only.
         """
         b = _Builder("from_edges", speeds_kmh, strict=True)
         for i, c in enumerate(coords):
@@ -746,7 +747,11 @@ class StreetGraph:
         return self._max_mps[mode]
 
     def nearest_node(self, lat: float, lon: float, mode: str | None = None) -> tuple[int, float]:
-        """Nearest node having an edge for the mode (any mode if None) and its distance in metres."""
+        """Nearest node having an edge for the mode (any mode if None) and its distance in metres.
+
+        Candidates are ranked in a local flat projection (exact to well under a
+        millimetre at district scale); the distance returned is haversine.
+        """
         if mode is not None:
             _check_mode(mode)
         if not (math.isfinite(lat) and math.isfinite(lon)):

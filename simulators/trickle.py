@@ -79,6 +79,7 @@ class Trickle:
         for u in district.units:
             home = u.home or district.community(u.beat).centroid
             self.units[u.id] = SimUnit(u.id, str(u.mode), speeds.get(str(u.mode), 1.4), home.lat, home.lon)
+        self.withdrawn: set[str] = set()  # orders cancelled before the unit answered
         self.nc: Any = None
         self._tasks: list[asyncio.Task[Any]] = []
 
@@ -127,6 +128,7 @@ class Trickle:
         if u is None or o.exercise is not None:
             return
         if o.action is OrderAction.cancel:
+            self.withdrawn.add(o.order_id)
             if u.order and u.order.order_id == o.order_id:
                 u.order, u.phase, u.path = None, "patrol", []
             return
@@ -134,6 +136,9 @@ class Trickle:
 
     async def _answer(self, u: SimUnit, o: DispatchOrder) -> None:
         r = self.rng.random()
+        if o.order_id in self.withdrawn:
+            self.withdrawn.discard(o.order_id)
+            return
         if r < self.silent_p:
             return  # a radio dead spot: the engine's timeout passes it on
         u.order = o

@@ -668,6 +668,7 @@ policy:
   stale_position_s: 120         # units whose last position is older are not chosen
   preemption: true              # a priority-1 incident may take a unit from a lower-priority one
   preemptable_priorities: [3]   # ... from incidents of these priorities
+  preempt_margin_s: 60          # ... when that unit would arrive at least this much sooner than a free one
   escalation_talkgroup: supervisors
   max_candidates: 6             # candidates listed in a decision's explanation
   district_margin_m: 500        # how far beyond the communities still counts as the district

@@ -681,9 +681,10 @@ class _Decision:
             update={"state": incident_next(other.state, IncidentTrigger.preempt), "unit": None, "order": None, "deadline": None}
         )
         other = self._emit(other, IncidentEventKind.preempted, unit=victim_unit.id, detail=reason)
-        self._emit(other, IncidentEventKind.requeued, detail="waiting for the next free unit")
+        self._emit(other, IncidentEventKind.requeued, detail="looking for another unit")
         self.s.counters["preemptions"] += 1
         self._assign(self._inc(inc.id), alt, preempted=other.id)
+        self._dispatch(self._inc(other.id))  # another free unit may take it now; else it waits
 
     # -- rule 3: replies and timeouts
     def on_reply(self, r: OrderReply, redelivered: bool) -> None:

@@ -243,8 +243,9 @@ def test_priority_one_takes_a_unit_off_a_priority_three_incident_which_is_requeu
     assert cancel.unit == "a1" and cancel.incident_id == low.incident_id
     [p1] = orders(cmds)
     assert p1.unit == "a1"
-    assert [e.event.value for e in events(cmds) if e.incident_id == low.incident_id] == ["preempted", "requeued"]
-    assert r.state.incidents[low.incident_id].state is IncidentState.queued
+    # b1 is busy too, so the re-queued incident has nobody left: supervisors hear of it
+    assert [e.event.value for e in events(cmds) if e.incident_id == low.incident_id] == ["preempted", "requeued", "escalated"]
+    assert r.state.incidents[low.incident_id].unit is None
     # the priority-1 incident is dealt with; a1 is free again and serves the re-queued one
     r.reply(p1, ReplyKind.ack)
     r.reply(p1, ReplyKind.on_scene, dt=60)
@@ -387,3 +388,17 @@ def test_choice_is_exact_among_many_units_on_a_grid():
             best = min(best or (eta, uid), (eta, uid))
         assert got and best is not None
         assert got[0].eta_s == pytest.approx(best[0], abs=0.2)
+
+
+def test_preempted_incident_goes_to_another_free_unit_at_once_when_there_is_one():
+    units = [{"id": "a1", "kind": "police", "mode": "car"}, {"id": "v1", "kind": "volunteer", "mode": "foot", "talkgroup": "volunteers"}]
+    r = Run(units=units)
+    r.place("a1", NORTH, 114.899)
+    [low] = orders(r.alert(kind="loitering", priority=3, lon=114.900))
+    assert low.unit == "a1"  # the car is faster than the volunteers on foot
+    r.place("v1", NORTH, 114.896)
+    cmds = r.alert(kind="assault", priority=1, lon=114.901)  # volunteers may not take it: a1 is pre-empted
+    by_incident = {o.incident_id: o.unit for o in orders(cmds)}
+    assert len(by_incident) == 2
+    assert by_incident.pop(low.incident_id) == "v1"
+    assert list(by_incident.values()) == ["a1"]

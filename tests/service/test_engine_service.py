@@ -1,0 +1,316 @@
+"""The engine shell over FastStream's in-memory NATS test broker.
+
+The real subscribers (`dispatch.app.register`) receive what the tests publish;
+the shell keeps its state in a `MemoryStore` and publishes through the same
+test broker, where test subscribers collect orders, incident events and dead
+letters. No nats-server, no sleeps: every wait is a queue read with a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from conftest import RIVER_LATS, make_district, make_river_graph
+from faststream.nats import NatsBroker, NatsMessage, TestNatsBroker
+
+from dispatch.app import EngineRuntime, register
+from dispatch.core.decide import EngineState
+from dispatch.core.records import IncidentRec, IncidentState, UnitRec, UnitState
+from dispatch.engine import EngineShell
+from dispatch.events import (
+    Alert,
+    AlertSource,
+    Area,
+    DispatchOrder,
+    IncidentEvent,
+    OrderAction,
+    OrderReply,
+    Rejected,
+    ReplyKind,
+    UnitPosition,
+    encode,
+)
+from dispatch.store import BrokerBus, MemoryStore
+from dispatch.subjects import Subjects
+
+NORTH, SOUTH = RIVER_LATS
+SCENE = (NORTH, 114.900)
+WAIT_S = 10.0
+
+
+class ReplicaRaceStore(MemoryStore):
+    """A store where another engine replica wins the race for one unit, once.
+
+    When armed, the first save of `unit` finds that the record was just rewritten
+    (same content, next revision) by somebody else, so the revision check fails
+    with `Conflict` exactly as the key-value bucket would report it.
+    """
+
+    def __init__(self, unit: str) -> None:
+        super().__init__()
+        self.unit = unit
+        self.armed = False
+        self.races = 0
+
+    async def save(self, rec: Any) -> int:
+        if self.armed and isinstance(rec, UnitRec) and rec.id == self.unit:
+            self.armed = False
+            theirs = await self.get(UnitRec, rec.id)
+            assert theirs is not None, "arm the race only after the unit was stored"
+            await super().save(theirs)  # the other replica's write: the revision moves on
+            self.races += 1
+        return await super().save(rec)  # raises Conflict when rec.rev is behind
+
+
+@dataclass
+class Engine:
+    """One engine shell wired to a test broker, with collectors on its outputs."""
+
+    br: Any
+    shell: EngineShell
+    store: MemoryStore
+    subjects: Subjects
+    orders: list[DispatchOrder] = field(default_factory=list)
+    events: list[IncidentEvent] = field(default_factory=list)
+    dead: list[tuple[str, Rejected]] = field(default_factory=list)
+    order_q: asyncio.Queue[DispatchOrder] = field(default_factory=asyncio.Queue)
+    event_q: asyncio.Queue[IncidentEvent] = field(default_factory=asyncio.Queue)
+    dead_q: asyncio.Queue[tuple[str, Rejected]] = field(default_factory=asyncio.Queue)
+
+    # -- inputs
+    async def raw(self, subject: str, data: bytes) -> None:
+        await self.br.publish(data, subject)
+
+    async def position(self, unit: str, lat: float, lon: float, **kw: Any) -> UnitPosition:
+        p = UnitPosition(unit=unit, lat=lat, lon=lon, **kw)
+        await self.raw(self.subjects.unit_position(unit), encode(p))
+        return p
+
+    async def alert(self, lat: float = SCENE[0], lon: float = SCENE[1], kind: str = "intrusion", **kw: Any) -> Alert:
+        a = Alert(
+            event_id=kw.pop("event_id", None) or f"ev-{len(self.events)}-{lat}-{lon}",
+            source=AlertSource.operator,
+            console="c1",
+            kind=kind,
+            area=Area(lat=lat, lon=lon, description="test place"),
+            **kw,
+        )
+        await self.raw(self.subjects.operator_alert("c1"), encode(a))
+        return a
+
+    async def reply(self, order: DispatchOrder, kind: ReplyKind, reason: str = "") -> OrderReply:
+        r = OrderReply(order_id=order.order_id, incident_id=order.incident_id, unit=order.unit, reply=kind, reason=reason)
+        await self.raw(self.subjects.reply(order.unit), encode(r))
+        return r
+
+    # -- outputs
+    async def next_order(self) -> DispatchOrder:
+        return await asyncio.wait_for(self.order_q.get(), WAIT_S)
+
+    async def next_event(self, kind: str) -> IncidentEvent:
+        while True:
+            ev = await asyncio.wait_for(self.event_q.get(), WAIT_S)
+            if ev.event.value == kind:
+                return ev
+
+    async def next_dead(self) -> tuple[str, Rejected]:
+        return await asyncio.wait_for(self.dead_q.get(), WAIT_S)
+
+
+@asynccontextmanager
+async def engine(
+    district: Any = None, store: MemoryStore | None = None, prefix: str = "svc"
+) -> AsyncIterator[Engine]:
+    district = district if district is not None else make_district()
+    subjects = Subjects(prefix)
+    broker = NatsBroker()
+    rt = EngineRuntime(district=district, subjects=subjects)
+    register(broker, rt)
+    sink: dict[str, Engine] = {}
+
+    @broker.subscriber(subjects.all_orders)
+    async def _orders(msg: NatsMessage) -> None:
+        o = DispatchOrder.model_validate_json(msg.body)
+        assert msg.raw_message.subject == subjects.order(o.unit)
+        sink["e"].orders.append(o)
+        sink["e"].order_q.put_nowait(o)
+
+    @broker.subscriber(subjects.all_incident_events)
+    async def _events(msg: NatsMessage) -> None:
+        ev = IncidentEvent.model_validate_json(msg.body)
+        assert msg.raw_message.subject == subjects.incident_event(ev.incident_id, ev.event.value)
+        sink["e"].events.append(ev)
+        sink["e"].event_q.put_nowait(ev)
+
+    @broker.subscriber(subjects.all_deadletters)
+    async def _dead(msg: NatsMessage) -> None:
+        item = (msg.raw_message.subject, Rejected.model_validate_json(msg.body))
+        sink["e"].dead.append(item)
+        sink["e"].dead_q.put_nowait(item)
+
+    store = store if store is not None else MemoryStore()
+    async with TestNatsBroker(broker) as br:
+        shell = EngineShell(EngineState(district, make_river_graph()), store, BrokerBus(br), subjects)
+        e = sink["e"] = Engine(br=br, shell=shell, store=store, subjects=subjects)
+        await shell.load()
+        rt.shell = shell
+        try:
+            yield e
+        finally:
+            await shell.stop()
+
+
+# --------------------------------------------------------------------------- dispatch
+
+
+async def test_an_alert_is_ordered_to_the_unit_nearest_by_road_and_recorded_as_opened_then_assigned():
+    async with engine() as e:
+        await e.position("a1", SOUTH, 114.900)  # 267 m in a straight line, but across the river
+        await e.position("b1", NORTH, 114.892)  # 770 m away on the same bank
+        a = await e.alert()
+        order = await e.next_order()
+        opened = await e.next_event("opened")
+        assigned = await e.next_event("assigned")
+
+    assert order.unit == "b1" and order.action is OrderAction.assign and order.attempt == 1
+    assert order.eta_s is not None and order.eta_s > 0
+    assert order.explanation is not None and order.explanation.chosen == "b1"
+    assert any(s.unit == "a1" and "nearer in a straight line" in s.reason for s in order.explanation.skipped)
+    assert opened.incident_id == assigned.incident_id == order.incident_id
+    assert (opened.seq, assigned.seq) == (1, 2)
+    assert a.id in opened.alert_ids
+    assert assigned.unit == "b1" and assigned.order_id == order.order_id
+    # the decision was committed to the store before it was published
+    stored_unit = await e.store.get(UnitRec, "b1")
+    stored_inc = await e.store.get(IncidentRec, order.incident_id)
+    assert stored_unit is not None and stored_unit.state is UnitState.assigned and stored_unit.order == order.order_id
+    assert stored_inc is not None and stored_inc.state is IncidentState.assigned and stored_inc.unit == "b1"
+
+
+async def test_a_decline_moves_the_order_to_the_next_unit_at_once():
+    async with engine() as e:
+        await e.position("a1", NORTH, 114.899)
+        await e.position("b1", NORTH, 114.880)
+        await e.alert()
+        first = await e.next_order()
+        await e.reply(first, ReplyKind.decline, reason="flat tyre")
+        declined = await e.next_event("declined")
+        second = await e.next_order()
+        unit_a1 = e.shell.state.units["a1"]
+
+    assert first.unit == "a1"
+    assert declined.unit == "a1" and declined.detail == "flat tyre"
+    assert second.unit == "b1" and second.attempt == 2 and second.incident_id == first.incident_id
+    assert second.action is OrderAction.assign
+    assert unit_a1.state is UnitState.available and unit_a1.order is None
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+BAD_INPUTS = {
+    # name: (subject without prefix, payload builder, words the reason must contain)
+    "malformed-json": ("alerts.operator.c1", lambda: b'{"event_id": "e1", "source": ', "malformed JSON"),
+    "wrong-schema-version": (
+        "alerts.operator.c1",
+        lambda: json.dumps(
+            {**json.loads(encode(Alert(event_id="e9", source="operator", console="c1", kind="theft", area=Area(lat=NORTH, lon=114.9)))), "schema_version": 2}
+        ).encode(),
+        "schema version 2 is not supported",
+    ),
+    "unknown-unit-position": (
+        "units.zz9.position",
+        lambda: encode(UnitPosition(unit="zz9", lat=NORTH, lon=114.9)),
+        "unknown unit 'zz9'",
+    ),
+    "unknown-camera": (
+        "alerts.camera.nope",
+        lambda: encode(Alert(event_id="e8", source="camera", camera="nope", kind="theft")),
+        "unknown camera 'nope'",
+    ),
+    "position-outside-district": (
+        "units.b1.position",
+        lambda: encode(UnitPosition(unit="b1", lat=31.5, lon=114.9)),
+        "outside district",
+    ),
+    "alert-outside-district": (
+        "alerts.operator.c1",
+        lambda: encode(Alert(event_id="e7", source="operator", console="c1", kind="theft", area=Area(lat=35.0, lon=110.0))),
+        "outside district",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+async def test_bad_input_is_dead_lettered_with_its_reason_and_the_next_alert_is_still_dispatched(case):
+    subject_tail, build, words = BAD_INPUTS[case]
+    async with engine(prefix="svc") as e:
+        await e.position("a1", NORTH, 114.899)
+        data = build()
+        subject = f"svc.{subject_tail}"
+        await e.raw(subject, data)
+        dl_subject, rej = await e.next_dead()
+        assert e.orders == [] and e.events == []  # the bad input changed nothing
+        await e.alert()
+        order = await e.next_order()
+        deadletters = e.shell.deadletters
+
+    assert dl_subject == f"svc.deadletter.{subject_tail}"
+    assert words in rej.reason
+    assert rej.subject == subject and base64.b64decode(rej.raw) == data and rej.refused_by == "engine"
+    assert deadletters == 1
+    assert order.unit == "a1"
+
+
+async def test_a_replayed_alert_id_is_dead_lettered_and_opens_no_second_incident():
+    async with engine() as e:
+        await e.position("a1", NORTH, 114.899)
+        await e.position("b1", NORTH, 114.880)
+        a = await e.alert()
+        first = await e.next_order()
+        await e.raw(e.subjects.operator_alert("c1"), encode(a))  # the very same message again
+        dl_subject, rej = await e.next_dead()
+        await e.alert(lat=NORTH, lon=114.881, kind="theft")
+        second = await e.next_order()
+        opened = [ev for ev in e.events if ev.event.value == "opened"]
+
+    assert dl_subject == "svc.deadletter.alerts.operator.c1"
+    assert f"replayed message id {a.id}" in rej.reason
+    assert first.unit == "a1" and second.unit == "b1"
+    assert len(opened) == 2 and {o.incident_id for o in opened} == {first.incident_id, second.incident_id}
+
+
+# --------------------------------------------------------------------------- replicas
+
+
+async def test_a_write_conflict_with_another_replica_is_retried_and_gives_the_unit_exactly_one_order():
+    store = ReplicaRaceStore(unit="a1")
+    async with engine(store=store) as e:
+        await e.position("a1", NORTH, 114.899)
+        await e.position("b1", NORTH, 114.880)
+        store.armed = True  # the next write of a1 (claiming it for the alert) loses the race once
+        await e.alert()
+        order = await e.next_order()
+        await e.reply(order, ReplyKind.ack)  # the order the unit holds is the live one
+        acked = await e.next_event("acknowledged")
+        conflicts = e.shell.conflicts
+        orders = list(e.orders)
+        opened = [ev for ev in e.events if ev.event.value == "opened"]
+        stored_incidents = [k for (kind, k) in e.store.data if kind == "IncidentRec"]
+        stored_a1 = await e.store.get(UnitRec, "a1")
+        dead = list(e.dead)
+
+    assert store.races == 1 and conflicts == 1
+    assert [(o.unit, o.action) for o in orders] == [("a1", OrderAction.assign)]
+    assert len(opened) == 1 and opened[0].incident_id == order.incident_id
+    assert stored_incidents == [order.incident_id]
+    assert stored_a1 is not None and stored_a1.order == order.order_id and stored_a1.state is UnitState.acknowledged
+    assert acked.order_id == order.order_id
+    assert dead == []
