@@ -255,13 +255,13 @@ class EngineShell:
 
     async def run_timers(self, every_s: float = 0.1) -> None:
         """Fire acknowledgement deadlines (also those that passed while the engine was down)."""
+        last = time.monotonic()
         while True:
             try:
                 nd = self.state.next_deadline()
-                if nd is not None and nd <= self.clock():
-                    await self.apply(Tick())
-                elif int(time.monotonic()) % 60 == 0:
-                    await self.apply(Tick())  # forgets old message ids now and then
+                if (nd is not None and nd <= self.clock()) or time.monotonic() - last >= 5.0:
+                    last = time.monotonic()
+                    await self.apply(Tick())  # also forgets old message ids and frees orphaned units
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -68,6 +68,8 @@ from dispatch.events import (
 
 DEFAULT_SPEEDS_KMH = {"foot": 5.0, "bicycle": 15.0, "motorbike": 35.0, "car": 40.0}
 SEEN_TTL = timedelta(hours=1)
+SWEEP_EVERY = timedelta(seconds=10)
+ORPHAN_GRACE = timedelta(seconds=10)
 ALERT_IDS_KEPT = 20
 
 # --------------------------------------------------------------------------- inputs
@@ -161,6 +163,7 @@ class EngineState:
         self.deadlines: list[tuple[datetime, str, str]] = []
         self.seen: OrderedDict[str, datetime] = OrderedDict()
         self.counters: Counter[str] = Counter()
+        self.last_sweep: datetime | None = None
         for u in district.units:
             self.put_unit(
                 UnitRec(id=u.id, callsign=u.callsign, kind=u.kind, mode=u.mode, talkgroup=u.talkgroup)
@@ -758,6 +761,25 @@ class _Decision:
         cutoff = self.now - SEEN_TTL
         while s.seen and next(iter(s.seen.values())) < cutoff:
             s.seen.popitem(last=False)
+        if s.last_sweep is None or self.now - s.last_sweep >= SWEEP_EVERY:
+            s.last_sweep = self.now
+            self._sweep_orphans()
+
+    def _sweep_orphans(self) -> None:
+        """Free units holding an order no open incident knows of.
+
+        Only a write cut in half by another replica leaves one behind (the unit
+        claim stored, the incident write refused); the grace period lets the
+        other replica's writes arrive through the bucket watch first."""
+        for u in list(self.s.units.values()):
+            if u.order is None or u.updated is None or self.now - u.updated < ORPHAN_GRACE:
+                continue
+            inc = self.s.incidents.get(u.incident) if u.incident else None
+            if inc is not None and inc.order == u.order:
+                continue
+            self._put_unit(u.model_copy(update={"state": UnitState.available, "incident": None, "order": None}))
+            self.s.counters["orphans_freed"] += 1
+            self._serve_waiting(u.id)
 
     def _timeout(self, inc: IncidentRec) -> None:
         unit_id, order_id = inc.unit, inc.order

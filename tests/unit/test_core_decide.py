@@ -402,3 +402,18 @@ def test_preempted_incident_goes_to_another_free_unit_at_once_when_there_is_one(
     assert len(by_incident) == 2
     assert by_incident.pop(low.incident_id) == "v1"
     assert list(by_incident.values()) == ["a1"]
+
+
+def test_unit_left_holding_an_order_no_incident_knows_is_freed_by_the_sweep():
+    r = Run()
+    r.place("a1", NORTH, 114.899)
+    orphan = r.state.units["a1"].model_copy(
+        update={"state": UnitState.assigned, "incident": "gone", "order": "o-lost", "updated": r.now, "rev": 99}
+    )
+    r.step(Loaded(orphan))  # as a half-finished write by another replica would leave it
+    assert r.state.units["a1"].state is UnitState.assigned
+    r.step(Tick(), dt=5)
+    assert r.state.units["a1"].state is UnitState.assigned  # within the grace period
+    cmds = r.step(Tick(), dt=20)
+    assert r.state.units["a1"].state is UnitState.available
+    assert any(isinstance(c, Save) and c.record.id == "a1" for c in cmds)
