@@ -589,6 +589,7 @@ class District(_Model):
     _source: Path | None = PrivateAttr(None)
     _graph: Any = PrivateAttr(None)
     _index: dict[str, dict[str, Any]] | None = PrivateAttr(None)
+    _box: tuple[float, float, float, float] | None = PrivateAttr(None)
 
     @field_validator("timezone")
     @classmethod
@@ -670,7 +671,13 @@ class District(_Model):
 
     def contains(self, lat: float, lon: float) -> bool:
         """Inside a community, or within `policy.district_margin_m` of the communities' bounding box."""
-        return _contains(self.communities, self.policy.district_margin_m, lat, lon)
+        if self._box is None:
+            s, w, n, e = _bbox(self.communities)
+            dlat = self.policy.district_margin_m / _M_PER_DEG_LAT
+            dlon = self.policy.district_margin_m / (_M_PER_DEG_LAT * max(math.cos(math.radians((s + n) / 2)), 1e-6))
+            self._box = (s - dlat, w - dlon, n + dlat, e + dlon)
+        s, w, n, e = self._box
+        return s <= lat <= n and w <= lon <= e
 
     # -- streets
     @property
@@ -703,10 +710,10 @@ def _bbox(communities: Sequence[Community]) -> tuple[float, float, float, float]
 
 
 def _contains(communities: Sequence[Community], margin_m: float, lat: float, lon: float) -> bool:
+    # every community lies inside the bounding box, so the box plus margin decides alone;
+    # this runs for every position report, so no polygon tests here
     if not communities:
         return False
-    if any(c.contains(lat, lon) for c in communities):
-        return True
     s, w, n, e = _bbox(communities)
     dlat = margin_m / _M_PER_DEG_LAT
     dlon = margin_m / (_M_PER_DEG_LAT * max(math.cos(math.radians((s + n) / 2)), 1e-6))

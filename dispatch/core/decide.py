@@ -542,7 +542,7 @@ class _Decision:
         alt = self._choose(inc, why_not)
         if alt.chosen is None:
             return None
-        if best.chosen is not None and alt.chosen.eta_s + getattr(pol, "preempt_margin_s", 60.0) >= best.chosen.eta_s:
+        if best.chosen is not None and alt.chosen.eta_s + pol.preempt_margin_s >= best.chosen.eta_s:
             return None
         alt.skipped = best.skipped + alt.skipped
         return alt
