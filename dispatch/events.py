@@ -297,14 +297,14 @@ class UnitStatus(Message):
 
 
 class Candidate(Model):
-    unit: str
+    unit: str = Field(..., description="unit id")
     eta_s: float = Field(..., ge=0.0, description="estimated travel time to the scene")
     distance_m: float = Field(..., ge=0.0, description="straight-line distance")
     method: Literal["road", "straight"] = Field(..., description="road = over the street graph")
 
 
 class Skipped(Model):
-    unit: str
+    unit: str = Field(..., description="unit id")
     reason: str = Field(..., description="why this unit was not chosen")
 
 
@@ -322,57 +322,57 @@ class DispatchOrder(Message):
 
     order_id: str = Field(..., max_length=64, description="order id; replies quote it")
     action: OrderAction = Field(OrderAction.assign, description="assign, or cancel a previous order")
-    incident_id: str = Field(..., max_length=64)
-    unit: str = Field(..., max_length=64)
+    incident_id: str = Field(..., max_length=64, description="the incident this order is for")
+    unit: str = Field(..., max_length=64, description="the unit ordered")
     attempt: int = Field(1, ge=1, description="1 for the first unit asked, 2 for the next ...")
-    priority: int = Field(2, ge=1, le=3)
-    kind: IncidentKind
-    category: CapCategory = CapCategory.Security
-    place: Area
+    priority: int = Field(2, ge=1, le=3, description="1 = life at risk now, 3 = check when free")
+    kind: IncidentKind = Field(..., description="what is happening")
+    category: CapCategory = Field(CapCategory.Security, description="CAP category")
+    place: Area = Field(..., description="where to go")
     snapshot: str | None = Field(None, description="object-store name of the best JPEG")
     route: tuple[tuple[float, float], ...] = Field((), description="(lat, lon) points from the unit to the scene")
     eta_s: float | None = Field(None, ge=0.0, description="estimated travel time")
     ack_deadline: datetime | None = Field(None, description="acknowledge before this or the order goes to the next unit")
-    explanation: Explanation | None = None
+    explanation: Explanation | None = Field(None, description="why this unit: candidates and why others lost")
     reason: str = Field("", description="for cancel: why the order was withdrawn")
 
 
 class OrderReply(Message):
-    order_id: str = Field(..., max_length=64)
-    incident_id: str = Field(..., max_length=64)
-    unit: str = Field(..., max_length=64)
-    reply: ReplyKind
+    order_id: str = Field(..., max_length=64, description="the order answered")
+    incident_id: str = Field(..., max_length=64, description="the incident of that order")
+    unit: str = Field(..., max_length=64, description="the unit answering")
+    reply: ReplyKind = Field(..., description="ack, decline, en route, on scene or cleared")
     reason: str = Field("", max_length=300, description="decline reason, or disposition on cleared")
 
 
 class Broadcast(Message):
     """To a whole talkgroup: escalation when nobody took an incident, or an all-call."""
 
-    talkgroup: str = Field(..., max_length=64)
-    reason: BroadcastReason
-    incident_id: str | None = Field(None, max_length=64)
-    priority: int = Field(1, ge=1, le=3)
-    kind: IncidentKind | None = None
-    place: Area | None = None
+    talkgroup: str = Field(..., max_length=64, description="who hears it")
+    reason: BroadcastReason = Field(..., description="escalation or all-call")
+    incident_id: str | None = Field(None, max_length=64, description="incident it is about, if any")
+    priority: int = Field(1, ge=1, le=3, description="priority of that incident")
+    kind: IncidentKind | None = Field(None, description="what is happening")
+    place: Area | None = Field(None, description="where")
     text: str = Field("", max_length=500, description="what is read out")
 
 
 class IncidentEvent(Message):
     """One decision about one incident; the stream of these is the incident's history."""
 
-    incident_id: str = Field(..., max_length=64)
+    incident_id: str = Field(..., max_length=64, description="the incident")
     seq: int = Field(..., ge=1, description="1, 2, 3 ... per incident")
-    event: IncidentEventKind
+    event: IncidentEventKind = Field(..., description="what was decided")
     state: str = Field(..., description="incident state after this event")
-    kind: IncidentKind
-    priority: int = Field(..., ge=1, le=3)
-    place: Area
+    kind: IncidentKind = Field(..., description="what is happening")
+    priority: int = Field(..., ge=1, le=3, description="current priority")
+    place: Area = Field(..., description="where")
     unit: str | None = Field(None, description="unit concerned")
-    order_id: str | None = None
+    order_id: str | None = Field(None, description="order concerned")
     alert_ids: tuple[str, ...] = Field((), description="message ids of the alerts behind this event")
-    camera: str | None = None
-    eta_s: float | None = None
-    explanation: Explanation | None = None
+    camera: str | None = Field(None, description="camera that saw it, if any")
+    eta_s: float | None = Field(None, description="estimated travel time of the assigned unit")
+    explanation: Explanation | None = Field(None, description="for assigned: the choice explained")
     detail: str = Field("", description="for a person")
 
 
