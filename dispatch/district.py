@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 import types
 import typing
 import zoneinfo
@@ -295,6 +296,40 @@ def _area_m2(pts: Sequence[tuple[float, float]]) -> float:
     return _shoelace([(lon * k, lat * _M_PER_DEG_LAT) for lat, lon in pts])
 
 
+_SCHEDULE = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
+
+
+def parse_schedule(v: str) -> tuple[int, int]:
+    """'22:00-06:00' -> (start, end) in minutes after midnight; raises ValueError with the reason."""
+    m = _SCHEDULE.match(v)
+    if not m:
+        raise ValueError(f"schedule {v!r} is not HH:MM-HH:MM (e.g. '22:00-06:00')")
+    h1, m1, h2, m2 = (int(g) for g in m.groups())
+    for h, mi in ((h1, m1), (h2, m2)):
+        if h > 24 or mi > 59 or (h == 24 and mi):
+            raise ValueError(f"schedule {v!r}: {h:02d}:{mi:02d} is not a time of day")
+    start, end = h1 * 60 + m1, h2 * 60 + m2
+    if start == end:
+        raise ValueError(f"schedule {v!r} starts and ends at the same time (leave it out for 'always')")
+    return start, end
+
+
+def schedule_active(v: str | None, minute_of_day: int) -> bool:
+    """Is a schedule on at this local minute of the day? None = always."""
+    if v is None:
+        return True
+    start, end = parse_schedule(v)
+    if start < end:
+        return start <= minute_of_day < end
+    return minute_of_day >= start or minute_of_day < end  # crosses midnight
+
+
+def _check_schedule(v: str | None) -> str | None:
+    if v is not None:
+        parse_schedule(v)
+    return v
+
+
 class Zone(_Model):
     """A named area of a camera's frame (Frigate zone), in relative coordinates."""
 
@@ -308,6 +343,15 @@ class Zone(_Model):
     )
     restricted: bool = Field(
         False, title="restricted", description="an object entering this zone raises an intrusion alert"
+    )
+    schedule: Annotated[str | None, AfterValidator(_check_schedule)] = Field(
+        None,
+        title="restricted hours",
+        description="when the zone is restricted, local district time, e.g. '22:00-06:00' (may cross midnight); "
+        "absent = always",
+    )
+    inertia: int = Field(
+        3, ge=1, le=50, title="inertia", description="frames an object's bottom-centre must be inside (or outside) before it counts as entered (left)"
     )
 
     @field_validator("polygon")
@@ -358,6 +402,100 @@ def _check_stream(v: str) -> str:
     return v
 
 
+def _polygon01(v: tuple[tuple[float, float], ...], what: str) -> tuple[tuple[float, float], ...]:
+    pts = _ring(v)
+    if len(pts) < 3:
+        raise ValueError(f"{what} needs at least 3 points, got {len(pts)}")
+    for i, (x, y) in enumerate(pts, start=1):
+        if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
+            raise ValueError(f"{what} point {i} ({_fmt(x)}, {_fmt(y)}) is outside the frame (0..1)")
+    return tuple(pts)
+
+
+class Detect(_Model):
+    """Frame size and rate the pipeline analyses (a camera's sub-stream, usually)."""
+
+    width: int = Field(640, ge=64, le=3840, title="detect width", description="pixels; frames are resized to this")
+    height: int = Field(360, ge=48, le=2160, title="detect height", description="pixels")
+    fps: float = Field(5.0, gt=0, le=30, title="detect fps", description="frames analysed per second")
+    enabled: bool = Field(True, title="enabled", description="detection on at start (runtime controls can change it)")
+
+
+class Motion(_Model):
+    """Motion detection on a small grey frame gates the (costly) object detector."""
+
+    threshold: int = Field(25, ge=1, le=255, title="pixel threshold", description="grey-level change that counts as motion")
+    sensitivity: float = Field(
+        0.5, ge=0.0, le=1.0, title="sensitivity", description="0 = only large movements, 1 = the smallest; tunes the minimum blob area"
+    )
+    masks: tuple[tuple[tuple[float, float], ...], ...] = Field(
+        (), title="motion masks", description="polygons (relative [x, y]) where motion is ignored: trees, clocks, road traffic"
+    )
+    global_change: float = Field(
+        0.35, gt=0.0, le=1.0, title="global change guard",
+        description="fraction of the frame changing at once that means lights or clouds, not objects: the background recalibrates",
+    )
+
+    @field_validator("masks")
+    @classmethod
+    def _masks(cls, v: tuple[tuple[tuple[float, float], ...], ...]) -> tuple[tuple[tuple[float, float], ...], ...]:
+        return tuple(_polygon01(m, f"mask {i}") for i, m in enumerate(v, start=1))
+
+
+class Objects(_Model):
+    min_score: float = Field(0.5, ge=0.0, le=1.0, title="minimum score", description="detections below are ignored")
+    threshold: float = Field(
+        0.6, ge=0.0, le=1.0, title="confirm threshold", description="an object is real once its median score over `confirm_frames` passes this"
+    )
+    confirm_frames: int = Field(3, ge=1, le=30, title="confirm frames", description="frames of history for the median score")
+
+
+class RuleBase(_Model):
+    enabled: bool = Field(True, title="enabled", description="raise alerts for this rule")
+    priority: int = Field(2, ge=1, le=3, title="priority", description="priority of the alerts it raises")
+
+
+class IntrusionRule(RuleBase):
+    zones: tuple[str, ...] = Field((), title="zones", description="zones watched; empty = every restricted zone")
+
+
+class LoiteringRule(RuleBase):
+    priority: int = Field(3, ge=1, le=3, title="priority", description="priority of the alerts it raises")
+    seconds: float = Field(60.0, gt=0, title="loitering time", description="seconds a person stays in a zone before it counts")
+    zones: tuple[str, ...] = Field((), title="zones", description="zones watched; empty = the whole frame")
+
+
+class CrowdRule(RuleBase):
+    min_people: int = Field(5, ge=2, title="crowd size", description="people in view (or in the zones) at once")
+    zones: tuple[str, ...] = Field((), title="zones", description="zones counted; empty = the whole frame")
+
+
+class RunningRule(RuleBase):
+    priority: int = Field(1, ge=1, le=3, title="priority", description="priority of the alerts it raises")
+    speed: float = Field(
+        0.8, gt=0, title="running speed", description="speed in body heights per second above which a person is running"
+    )
+    min_people: int = Field(1, ge=1, title="people", description="how many must run (2+ close together reads as a scuffle)")
+
+
+class TamperRule(RuleBase):
+    seconds: float = Field(3.0, gt=0, title="tamper time", description="covered, blurred or turned away for this long")
+
+
+class OfflineRule(RuleBase):
+    priority: int = Field(3, ge=1, le=3, title="priority", description="priority of the alerts it raises")
+    seconds: float = Field(10.0, gt=0, title="offline after", description="no frame for this long raises camera-offline")
+
+
+class Rules(_Model):
+    intrusion: IntrusionRule = Field(default_factory=IntrusionRule, title="intrusion")
+    loitering: LoiteringRule = Field(default_factory=LoiteringRule, title="loitering")
+    crowd: CrowdRule = Field(default_factory=CrowdRule, title="crowd")
+    running: RunningRule = Field(default_factory=RunningRule, title="running / scuffle")
+    tamper: TamperRule = Field(default_factory=TamperRule, title="camera tamper")
+    offline: OfflineRule = Field(default_factory=OfflineRule, title="camera offline")
+
+
 class Camera(_Model):
     """A camera and where it looks. The camera adapter reads the stream; the engine places alerts here."""
 
@@ -373,6 +511,11 @@ class Camera(_Model):
         description="rtsp://, rtsps://, http(s):// URL, a video file path, or device:N for a local capture device",
     )
     zones: tuple[Zone, ...] = Field((), title="zones", description="named areas of the frame")
+    loop: bool = Field(False, title="loop", description="for a video file: start again at the end (demos, drills)")
+    detect: Detect = Field(default_factory=Detect, title="detect", description="analysis size and rate")
+    motion: Motion = Field(default_factory=Motion, title="motion", description="motion detection and masks")
+    objects: Objects = Field(default_factory=Objects, title="objects", description="detector score thresholds")
+    rules: Rules = Field(default_factory=Rules, title="rules", description="which events raise alerts, at what priority")
 
     @field_validator("zones")
     @classmethod
@@ -383,6 +526,16 @@ class Camera(_Model):
                 raise ValueError(f"zone name {z.name!r} is used twice")
             seen.add(z.name)
         return v
+
+    @model_validator(mode="after")
+    def _rule_zones_exist(self) -> "Camera":
+        names = {z.name for z in self.zones}
+        for rule in ("intrusion", "loitering", "crowd"):
+            for z in getattr(self.rules, rule).zones:
+                if z not in names:
+                    known = ", ".join(sorted(names)) or "none"
+                    raise ValueError(f"rules.{rule}.zones names zone {z!r}, which this camera does not have (zones: {known})")
+        return self
 
     def zone(self, name: str) -> Zone | None:
         return next((z for z in self.zones if z.name == name), None)
