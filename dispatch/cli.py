@@ -412,6 +412,16 @@ def main(argv: list[str] | None = None) -> int:
     tl.add_argument("--all", action="store_true", help="from the start of the stream")
     tl.set_defaults(func=cmd_tail)
 
+    # the edges add their own commands (`patrollink camera ...`, `patrollink console`)
+    for module in ("adapters.camera.cli",):
+        try:
+            mod = __import__(module, fromlist=["register"])
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+            continue
+        mod.register(sub)
+
     a = p.parse_args(argv)
     try:
         return int(a.func(a) or 0)
