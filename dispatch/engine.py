@@ -83,6 +83,7 @@ class EngineShell:
         self.conflicts = 0
         self.ready = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
+        self._confirming: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ inbound
     async def on_raw(self, subject: str, data: bytes, redelivered: bool = False) -> None:
@@ -103,25 +104,48 @@ class EngineShell:
         except ValidationError as e:
             await self.deadletter(subject, data, _why_invalid(e, data))
             return
+        mismatch = _subject_mismatch(kind, inp)
+        if mismatch is not None:
+            # NATS permissions are per subject: a terminal may only speak for the unit its subject names
+            await self.deadletter(subject, data, mismatch)
+            return
         ids = _ids(inp)
         with structlog.contextvars.bound_contextvars(**ids):
-            reason = await self.apply(inp)
+            try:
+                reason = await self.apply(inp)
+            except Exception:
+                # FastStream runs without a logger (see app.py): say why before the broker redelivers
+                log.exception("decision failed", subject=subject)
+                raise
             if reason is not None:
                 await self.deadletter(subject, data, reason)
 
     async def apply(self, inp: Input) -> str | None:
         """Run one decision to completion. Returns a refusal reason, if the core refused the input."""
         msg_id = _msg_id(inp)
-        futures: list[Any] = []
+        sent: list[tuple[str, bytes, str, Any]] = []
         async with self.lock:
+            refreshed = False
             for _ in range(MAX_CONFLICT_RETRIES):
-                _, cmds = decide(self.state, inp, self.clock())
+                # the core changes the state in place; keep the records as they were, to undo a failed attempt
+                before = (dict(self.state.units), dict(self.state.incidents))
+                try:
+                    _, cmds = decide(self.state, inp, self.clock())
+                except Exception:
+                    await self._recover(msg_id)
+                    raise
                 refusal = next((c.reason for c in cmds if isinstance(c, Reject)), None)
                 if refusal is not None:
+                    if isinstance(inp, ReplyIn) and not refreshed:
+                        # Another replica may have sent the order a moment ago (our bucket watch lags) or
+                        # the refused attempt may have changed what it touched: read both again, decide again.
+                        refreshed = True
+                        await self._refresh(inp.reply.unit, inp.reply.incident_id)
+                        continue
                     return refusal
                 saves = [c.record for c in cmds if isinstance(c, Save)]
                 try:
-                    await self._persist(saves)
+                    await self._persist(saves, before)
                 except Conflict as e:
                     self.conflicts += 1
                     log.info("conflict", record=e.rec.id, detail=str(e))
@@ -129,31 +153,120 @@ class EngineShell:
                         self.state.seen.pop(msg_id, None)
                     await self._reload(saves)
                     continue
+                except Exception:
+                    await self._recover(msg_id)
+                    raise
                 for c in cmds:
                     if isinstance(c, Publish):
-                        futures.append(await self._publish(c.message))
+                        sent.append(await self._publish(c.message))
                         _log_publish(c.message)
                 break
             else:
+                await self._recover(msg_id)
                 raise RuntimeError(f"gave up after {MAX_CONFLICT_RETRIES} conflicting writes")
-        if futures:
-            await asyncio.gather(*futures)
+        if sent:
+            # The broker's acknowledgements are awaited in the background: the decision is durable
+            # already (the incident's outbox holds these messages until the next decision), and the
+            # next input need not wait one more round trip.
+            task = asyncio.create_task(self._confirm(sent))
+            self._confirming.add(task)
+            task.add_done_callback(self._confirming.discard)
         return None
 
-    async def _persist(self, saves: list[UnitRec | IncidentRec]) -> None:
-        # unit claims first: losing a unit to another replica must fail before the incident is written
-        for group in ([r for r in saves if isinstance(r, UnitRec)], [r for r in saves if isinstance(r, IncidentRec)]):
-            if not group:
-                continue
-            results = await asyncio.gather(*(self.store.save(r) for r in group), return_exceptions=True)
-            failed: BaseException | None = None
-            for rec, res in zip(group, results):
-                if isinstance(res, BaseException):
-                    failed = failed or res
+    async def _confirm(self, sent: list[tuple[str, bytes, str, Any]]) -> None:
+        """Wait until the broker stored each message; send again (same id, de-duplicated) if not."""
+        for subject, data, msg_id, fut in sent:
+            for attempt in range(1, 5):
+                try:
+                    await fut
+                    break
+                except Exception as e:
+                    log.warning("publish not confirmed, sending again", subject=subject, attempt=attempt, detail=str(e))
+                    await asyncio.sleep(0.25 * attempt)
+                    try:
+                        fut = await self.bus.publish(subject, data, msg_id)
+                    except Exception as e2:
+                        fut = asyncio.get_running_loop().create_future()
+                        fut.set_exception(e2)
+            else:
+                log.error("publish failed; the incident's outbox re-sends it at the next start", subject=subject, message_id=msg_id)
+
+    async def _persist(
+        self,
+        saves: list[UnitRec | IncidentRec],
+        before: tuple[dict[str, UnitRec], dict[str, IncidentRec]] = ({}, {}),
+    ) -> None:
+        """Write a decision's records; if any write fails, undo the ones that succeeded, then raise.
+
+        Keys are written one by one, so without the undo a decision that loses one record to another
+        replica would leave the others claimed: a unit held by an order that was never sent, or an
+        incident nobody opened.
+        """
+        written: list[tuple[UnitRec | IncidentRec, int]] = []
+        try:
+            # unit claims first: losing a unit to another replica must fail before the incident is written
+            for group in ([r for r in saves if isinstance(r, UnitRec)], [r for r in saves if isinstance(r, IncidentRec)]):
+                if not group:
+                    continue
+                results = await asyncio.gather(*(self.store.save(r) for r in group), return_exceptions=True)
+                failed: BaseException | None = None
+                for rec, res in zip(group, results):
+                    if isinstance(res, BaseException):
+                        failed = failed or res
+                    else:
+                        written.append((rec, res))
+                        self.state.stored(rec, res)
+                if failed is not None:
+                    raise failed
+        except Exception:
+            await self._undo(written, before)
+            raise
+
+    async def _undo(
+        self, written: list[tuple[UnitRec | IncidentRec, int]], before: tuple[dict[str, UnitRec], dict[str, IncidentRec]]
+    ) -> None:
+        for rec, rev in written:
+            prev = (before[0] if isinstance(rec, UnitRec) else before[1]).get(rec.id)
+            try:
+                if prev is None:
+                    await self.store.delete(type(rec), rec.id, rev)  # an incident this attempt created
                 else:
-                    self.state.stored(rec, res)
-            if failed is not None:
-                raise failed
+                    await self.store.save(prev.model_copy(update={"rev": rev}))
+            except Exception as e:  # somebody wrote it since: their version stands
+                log.warning("undo failed", record=rec.id, detail=str(e))
+
+    async def _refresh(self, unit_id: str, incident_id: str) -> None:
+        """Replace one unit and one incident by what the buckets hold now."""
+        if unit_id in self.state.units:
+            unit = await self.store.get(UnitRec, unit_id)
+            if unit is not None:
+                self.state.put_unit(unit)  # type: ignore[arg-type]
+        inc = await self.store.get(IncidentRec, incident_id)
+        self.state.forget_incident(incident_id)
+        if inc is not None:
+            self.state.put_incident(inc)  # type: ignore[arg-type]
+
+    async def _recover(self, msg_id: str | None) -> None:
+        """The core or the store failed half-way through a decision: its in-place changes cannot be
+        trusted, so rebuild the whole state from the buckets. The input is forgotten so that the
+        broker's redelivery is decided afresh instead of being taken for a duplicate."""
+        if msg_id is not None:
+            self.state.seen.pop(msg_id, None)
+        try:
+            fresh = EngineState(self.state.district, self.state.router.graph)
+            fresh.counters = self.state.counters
+            it = self.store.watch()
+            try:
+                async for rec in it:
+                    if rec is None:
+                        break
+                    decide(fresh, Loaded(rec), self.clock())
+            finally:
+                await it.aclose()  # type: ignore[attr-defined]
+            self.state = fresh
+            log.warning("state rebuilt from the buckets after a failed decision", units=len(fresh.units), open=len(fresh.incidents))
+        except Exception:
+            log.exception("could not rebuild the state")
 
     async def _reload(self, recs: list[UnitRec | IncidentRec]) -> None:
         """Replace what a failed decision touched by what the buckets hold."""
@@ -170,17 +283,18 @@ class EngineShell:
                 self.state.forget_incident(rec.id)
                 self.state.put_incident(fresh)  # type: ignore[arg-type]
 
-    async def _publish(self, m: Message) -> Any:
+    async def _publish(self, m: Message) -> tuple[str, bytes, str, Any]:
         s = self.subjects
         if isinstance(m, DispatchOrder):
             subject = s.order(m.unit)
         elif isinstance(m, Broadcast):
-            subject = s.talkgroup(m.talkgroup)
+            subject = s.talkgroup(m.talkgroup, m.exercise)
         elif isinstance(m, IncidentEvent):
             subject = s.incident_event(m.incident_id, m.event.value)
         else:  # pragma: no cover - the core only emits these three
             raise TypeError(type(m))
-        return await self.bus.publish(subject, encode(m), m.id)
+        data = encode(m)
+        return subject, data, m.id, await self.bus.publish(subject, data, m.id)
 
     async def deadletter(self, subject: str, data: bytes, reason: str) -> None:
         self.deadletters += 1
@@ -220,7 +334,9 @@ class EngineShell:
             m = cls_by_type[item.type].model_validate_json(item.body)
             subject = self._subject_of(m)
             stream = self.subjects.stream_incidents if item.type == "event" else self.subjects.stream_radio
-            if await self.bus.last_id(stream, subject) == m.id:
+            last = await self.bus.last_message(stream, subject)
+            # subjects such as talkgroups are shared: a later message there means ours went out before it
+            if last is not None and (last[0] == m.id or last[1] >= m.time):
                 continue
             await (await self.bus.publish(subject, item.body.encode(), m.id))
             resent += 1
@@ -232,7 +348,7 @@ class EngineShell:
         if isinstance(m, DispatchOrder):
             return s.order(m.unit)
         if isinstance(m, Broadcast):
-            return s.talkgroup(m.talkgroup)
+            return s.talkgroup(m.talkgroup, m.exercise)
         assert isinstance(m, IncidentEvent)
         return s.incident_event(m.incident_id, m.event.value)
 
@@ -272,6 +388,8 @@ class EngineShell:
         self._tasks.append(asyncio.create_task(self.run_timers()))
 
     async def stop(self) -> None:
+        if self._confirming:
+            await asyncio.wait(list(self._confirming), timeout=5.0)
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -280,6 +398,25 @@ class EngineShell:
             except (asyncio.CancelledError, Exception):
                 pass
         self._tasks.clear()
+
+
+def _subject_mismatch(tokens: list[str], inp: Input) -> str | None:
+    """The id in the subject and the one in the payload must agree."""
+    if isinstance(inp, AlertIn):
+        if tokens[1] == "camera" and inp.alert.camera != tokens[2]:
+            return f"camera {inp.alert.camera!r} in the message does not match subject camera {tokens[2]!r}"
+        return None
+    if isinstance(inp, ReplyIn):
+        unit = inp.reply.unit
+    elif isinstance(inp, PositionIn):
+        unit = inp.position.unit
+    elif isinstance(inp, StatusIn):
+        unit = inp.status.unit
+    else:
+        return None
+    if unit != tokens[1]:
+        return f"unit {unit!r} in the message does not match subject unit {tokens[1]!r}"
+    return None
 
 
 def _msg_id(inp: Input) -> str | None:

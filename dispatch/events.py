@@ -206,7 +206,10 @@ class Message(Model):
     schema_version: int = Field(SCHEMA_VERSION, description="contract version; receivers refuse others")
     id: str = Field(default_factory=new_id, min_length=1, max_length=64, description="unique message id, also the JetStream de-duplication id")
     time: datetime = Field(default_factory=utcnow, description="when the sender produced the message, UTC")
-    exercise: str | None = Field(None, max_length=64, description="null for real operations, the drill id during a drill")
+    exercise: str | None = Field(
+        None, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$",
+        description="null for real operations, the drill id during a drill (letters, digits, '_' or '-')",
+    )
 
     @field_validator("schema_version")
     @classmethod

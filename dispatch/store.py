@@ -9,7 +9,9 @@ in-memory test broker. The engine shell only sees the two Protocols.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
 from typing import Any, Protocol
 
 from dispatch.core.records import IncidentRec, UnitRec
@@ -32,6 +34,9 @@ class Store(Protocol):
 
     async def get(self, kind: type[Rec], key: str) -> Rec | None: ...
 
+    async def delete(self, kind: type[Rec], key: str, rev: int) -> None:
+        """Remove the record if the bucket still holds revision rev (undoing a record just created)."""
+
     def watch(self) -> AsyncIterator[Rec | None]:
         """Every record now stored, then None, then every later change."""
 
@@ -40,8 +45,8 @@ class Bus(Protocol):
     async def publish(self, subject: str, data: bytes, msg_id: str) -> Awaitable[Any]:
         """Send durably; returns an awaitable that completes when the broker has stored it."""
 
-    async def last_id(self, stream: str, subject: str) -> str | None:
-        """Message id of the last message stored on subject (for re-sending after a crash)."""
+    async def last_message(self, stream: str, subject: str) -> tuple[str, datetime] | None:
+        """Id and time of the last message stored on subject (for re-sending after a crash)."""
 
 
 # --------------------------------------------------------------------------- in memory
@@ -62,6 +67,12 @@ class MemoryStore:
         self.data[key] = (self._rev, rec.dump())
         self._changes.put_nowait(type(rec).model_validate_json(self.data[key][1]).model_copy(update={"rev": self._rev}))
         return self._rev
+
+    async def delete(self, kind: type[Rec], key: str, rev: int) -> None:
+        cur = self.data.get((kind.__name__, key))
+        if cur is None or cur[0] != rev:
+            raise Conflict(kind.model_construct(id=key, rev=rev))
+        del self.data[(kind.__name__, key)]
 
     async def get(self, kind: type[Rec], key: str) -> Rec | None:
         cur = self.data.get((kind.__name__, key))
@@ -92,12 +103,10 @@ class BrokerBus:
         fut.set_result(None)
         return fut
 
-    async def last_id(self, stream: str, subject: str) -> str | None:
+    async def last_message(self, stream: str, subject: str) -> tuple[str, datetime] | None:
         for subj, data in reversed(self.sent):
             if subj == subject:
-                import json
-
-                return json.loads(data).get("id")
+                return _id_and_time(data)
         return None
 
 
@@ -149,6 +158,9 @@ class KVStore:
             if "wrong last sequence" in str(e).lower() or "key exists" in str(e).lower():
                 raise Conflict(rec) from None
             raise
+
+    async def delete(self, kind: type[Rec], key: str, rev: int) -> None:
+        await self._bucket(kind).delete(key, last=rev)
 
     async def get(self, kind: type[Rec], key: str) -> Rec | None:
         from nats.js.errors import KeyDeletedError, KeyNotFoundError
@@ -204,15 +216,14 @@ class JetStreamBus:
     async def publish(self, subject: str, data: bytes, msg_id: str) -> Awaitable[Any]:
         return await self.js.publish_async(subject, data, headers={"Nats-Msg-Id": msg_id})
 
-    async def last_id(self, stream: str, subject: str) -> str | None:
+    async def last_message(self, stream: str, subject: str) -> tuple[str, datetime] | None:
         from nats.js.errors import NotFoundError
 
         try:
             msg = await self.js.get_last_msg(stream, subject)
         except NotFoundError:
             return None
-        headers = msg.headers or {}
-        return headers.get("Nats-Msg-Id")
+        return _id_and_time(msg.data)
 
 
 async def ensure_streams(js: Any, subjects: Subjects, replicas: int = 1, duplicate_window_s: float = 120.0) -> None:
@@ -239,6 +250,14 @@ async def ensure_streams(js: Any, subjects: Subjects, replicas: int = 1, duplica
             await js.add_stream(cfg)
         except Exception:
             await js.update_stream(cfg)
+
+
+def _id_and_time(data: bytes) -> tuple[str, datetime] | None:
+    try:
+        body = json.loads(data)
+        return str(body["id"]), datetime.fromisoformat(str(body["time"]).replace("Z", "+00:00"))
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 OnRecord = Callable[[Rec], Awaitable[None]]

@@ -73,7 +73,11 @@ class Subjects:
     def reply(self, unit_id: str) -> str:
         return self._p(f"radio.{unit_id}.reply")
 
-    def talkgroup(self, group: str) -> str:
+    def talkgroup(self, group: str, exercise: str | None = None) -> str:
+        """Real traffic on radio.talkgroup.<group>; a drill's on radio.talkgroup.<group>.drill.<id>,
+        which real radios (subscribed to radio.talkgroup.*) never hear."""
+        if exercise:
+            return self._p(f"radio.talkgroup.{group}.drill.{exercise}")
         return self._p(f"radio.talkgroup.{group}")
 
     @property

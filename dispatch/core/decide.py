@@ -633,9 +633,13 @@ class _Decision:
         u = self.s.units.get(unit_id)
         if u is None or u.order != order_id:
             return False
-        self._put_unit(
-            u.model_copy(update={"state": unit_next(u.state, trigger), "incident": None, "order": None})
-        )
+        try:
+            state = unit_next(u.state, trigger)
+        except TransitionRefused:
+            # records out of step (a write another replica cut short): the order is withdrawn all the same
+            state = unit_next(u.state, UnitTrigger.withdrawn)
+            self.s.counters["forced_releases"] += 1
+        self._put_unit(u.model_copy(update={"state": state, "incident": None, "order": None}))
         return True
 
     def _close_attempt(self, inc: IncidentRec, outcome: AttemptOutcome, reason: str = "") -> IncidentRec:

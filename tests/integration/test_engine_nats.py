@@ -21,7 +21,7 @@ from conftest import RIVER_LATS, make_district, make_river_graph
 from nats.js.api import StorageType
 
 from dispatch.app import EngineRuntime, build_app
-from dispatch.core.records import IncidentState, UnitState
+from dispatch.core.records import IncidentState
 from dispatch.events import (
     Alert,
     AlertSource,
@@ -71,6 +71,9 @@ class Live:
     async def start(self) -> "Live":
         self.app, self.rt = build_app(self.district, [self.url], prefix=self.prefix, graph=make_river_graph())
         await self.app.start()
+        # the app returns once its subscriptions are queued on the connection; a round trip makes
+        # sure the server has them, so a position sent over core NATS right now is not dropped
+        await self.rt.extras["broker"].connection.flush()
         return self
 
     async def stop(self) -> None:
@@ -91,16 +94,29 @@ class Live:
 
     # -- the outside world talking to the engine
     async def position(self, unit: str, lat: float, lon: float, **kw: Any) -> UnitPosition:
-        """Report a position over core NATS and wait until the engine holds it (positions do not
-        travel through the alert stream, so nothing else orders them before a following alert)."""
+        """Report a position over core NATS and wait until the engine holds it.
+
+        Positions do not travel through a stream, so nothing orders them before a following
+        alert; and like a terminal, the helper reports again (the same fix) until it is heard:
+        under heavy load the first core message right after start-up was seen to go missing."""
         p = UnitPosition(unit=unit, lat=lat, lon=lon, **kw)
-        await self.nc.publish(self.subjects.unit_position(unit), encode(p))
 
         def holds() -> bool:
             u = self.shell.state.units.get(unit)
             return u is not None and (u.lat, u.lon, u.fix_time, u.exercise) == (p.lat, p.lon, p.time, p.exercise)
 
-        await self.until(holds, f"the engine to hold {unit}'s position")
+        async def report_until_held() -> None:
+            while True:
+                await self.nc.publish(self.subjects.unit_position(unit), encode(p))
+                for _ in range(50):
+                    if holds():
+                        return
+                    await asyncio.sleep(0.01)
+
+        try:
+            await asyncio.wait_for(report_until_held(), WAIT_S)
+        except TimeoutError:
+            raise AssertionError(f"the engine did not take {unit}'s position within {WAIT_S} s: {self.shell.state.units.get(unit)!r}") from None
         return p
 
     async def alert(self, lat: float = SCENE[0], lon: float = SCENE[1], kind: str = "intrusion", **kw: Any) -> Alert:
@@ -179,20 +195,12 @@ class Live:
         return self.select(model, **where)
 
     async def order(self, **where: Any) -> DispatchOrder:
-        return (await self.wait(DispatchOrder, **{"action": "assign", **where}))[-1]
+        """The first order (assign) that matches, once it has arrived."""
+        return (await self.wait(DispatchOrder, **{"action": "assign", **where}))[0]
 
     async def event(self, event: str, **where: Any) -> IncidentEvent:
-        return (await self.wait(IncidentEvent, event=event, **where))[-1]
-
-    async def until(self, pred: Any, what: str) -> None:
-        async def poll() -> None:
-            while not pred():
-                await asyncio.sleep(0.01)
-
-        try:
-            await asyncio.wait_for(poll(), WAIT_S)
-        except TimeoutError:
-            raise AssertionError(f"waited {WAIT_S} s for {what}") from None
+        """The first incident event of this kind that matches, once it has arrived."""
+        return (await self.wait(IncidentEvent, event=event, **where))[0]
 
 
 @pytest.fixture
@@ -418,20 +426,30 @@ def _schema_v2() -> bytes:
     return json.dumps({**json.loads(encode(a)), "schema_version": 2}).encode()
 
 
-BAD_INPUTS: dict[str, tuple[str, str, Any, str]] = {
-    # name: (how it is sent, subject without prefix, payload, words the reason holds)
-    "malformed-json": ("js", "alerts.operator.c1", lambda: b'{"event_id": "e1", "source": ', "malformed JSON"),
-    "wrong-schema-version": ("js", "alerts.operator.c1", _schema_v2, "schema version 2 is not supported"),
-    "unknown-unit": ("core", "units.zz9.position", lambda: encode(UnitPosition(unit="zz9", lat=NORTH, lon=114.9)), "unknown unit 'zz9'"),
+BAD_INPUTS: dict[str, tuple[str, Any, Any, str]] = {
+    # name: (how it is sent, its subject, its payload, words the reason holds)
+    "malformed-json": (
+        "js",
+        lambda s: s.operator_alert("c1"),
+        lambda: b'{"event_id": "e1", "source": ',
+        "malformed JSON",
+    ),
+    "wrong-schema-version": ("js", lambda s: s.operator_alert("c1"), _schema_v2, "schema version 2 is not supported"),
+    "unknown-unit": (
+        "core",
+        lambda s: s.unit_position("zz9"),
+        lambda: encode(UnitPosition(unit="zz9", lat=NORTH, lon=114.9)),
+        "unknown unit 'zz9'",
+    ),
     "unknown-camera": (
         "js",
-        "alerts.camera.nope",
+        lambda s: s.camera_alert("nope"),
         lambda: encode(Alert(event_id="e8", source="camera", camera="nope", kind="theft")),
         "unknown camera 'nope'",
     ),
     "position-outside-district": (
         "core",
-        "units.b1.position",
+        lambda s: s.unit_position("b1"),
         lambda: encode(UnitPosition(unit="b1", lat=31.5, lon=114.9)),
         "outside district",
     ),
@@ -441,27 +459,28 @@ BAD_INPUTS: dict[str, tuple[str, str, Any, str]] = {
 @pytest.mark.parametrize("case", [*sorted(BAD_INPUTS), "replayed-id"])
 async def test_bad_input_ends_on_deadletter_with_its_reason_is_counted_and_the_next_alert_is_answered(engine_on, case):
     live = await engine_on(policy=PATIENT)
+    s = live.subjects
     await live.position("a1", NORTH, 114.899)
     await live.position("b1", NORTH, 114.884)
     if case == "replayed-id":
         a = await live.alert()
         await live.order(unit="a1")
-        tail, data, words = "alerts.operator.c1", encode(a), f"replayed message id {a.id}"
-        await live.jpub(live.subjects._p(tail), data, new_id())  # same message, new JetStream id
+        subject, data, words = s.operator_alert("c1"), encode(a), f"replayed message id {a.id}"
+        await live.jpub(subject, data, new_id())  # the same message again, under a new JetStream id
     else:
-        how, tail, build, words = BAD_INPUTS[case]
-        data = build()
+        how, subject_of, build, words = BAD_INPUTS[case]
+        subject, data = subject_of(s), build()
         if how == "js":
-            await live.jpub(live.subjects._p(tail), data, new_id())
+            await live.jpub(subject, data, new_id())
         else:
-            await live.nc.publish(live.subjects._p(tail), data)
+            await live.nc.publish(subject, data)
     [rej] = await live.wait(Rejected)
     good = await live.alert(kind="theft", lon=114.885)
     opened = await live.event("opened", alert_ids=lambda ids: good.id in ids)
     answer = await live.order(incident_id=opened.incident_id)
 
-    assert live.subject_of(rej) == live.subjects.deadletter(tail)
-    assert rej.subject == live.subjects._p(tail) and words in rej.reason
+    assert live.subject_of(rej) == f"{live.prefix}.deadletter.{s.strip(subject)}"  # deadletter.<original subject>
+    assert rej.subject == subject and words in rej.reason
     assert base64.b64decode(rej.raw) == data
     assert live.shell.deadletters == 1
     assert answer.unit == "b1"
@@ -488,7 +507,7 @@ async def test_the_same_alert_published_twice_with_one_msg_id_is_stored_once_and
 
 
 async def test_state_survives_a_restart_and_a_pending_order_still_times_out_to_the_next_unit(engine_on, nc):
-    live = await engine_on(policy={"ack_timeout_s": {1: 3, 2: 3, 3: 3}})
+    live = await engine_on(policy={"ack_timeout_s": {1: 4, 2: 4, 3: 4}})
     await live.position("a1", NORTH, 114.899)
     await live.position("b1", NORTH, 114.884)
     await live.alert()
@@ -511,3 +530,19 @@ async def test_state_survives_a_restart_and_a_pending_order_still_times_out_to_t
     assert timed_out.order_id == first.order_id
     assert len(live.select(DispatchOrder, action="assign", unit="a1")) == 1  # nothing re-sent twice
     assert len(live.select(IncidentEvent, event="opened")) == 1
+
+
+async def test_a_restart_re_sends_no_broadcast_that_was_already_delivered(engine_on):
+    live = await engine_on(policy=PATIENT)
+    await live.alert(kind="theft")  # no unit has reported a position: it escalates at once
+    first = await live.event("escalated")
+    await live.alert(kind="robbery", lon=114.910)  # a second escalation on the same talkgroups
+    await live.wait(IncidentEvent, n=2, event="escalated")
+    heard = len(live.select(Broadcast, incident_id=first.incident_id))
+    await live.stop()
+    await live.start()
+    await live.alert(kind="fire", lon=114.890)  # its broadcasts arrive after anything the restart sent
+    await live.wait(IncidentEvent, n=3, event="escalated")
+
+    assert heard >= 1
+    assert len(live.select(Broadcast, incident_id=first.incident_id)) == heard

@@ -46,24 +46,26 @@ WAIT_S = 10.0
 
 
 class ReplicaRaceStore(MemoryStore):
-    """A store where another engine replica wins the race for one unit, once.
+    """A store where another engine replica wins the race for one record, once.
 
-    When armed, the first save of `unit` finds that the record was just rewritten
-    (same content, next revision) by somebody else, so the revision check fails
-    with `Conflict` exactly as the key-value bucket would report it.
+    When armed with `arm(kind, id)`, the next save of that record finds it was just
+    rewritten (same content, next revision) by somebody else, so the revision
+    check fails with `Conflict` exactly as the key-value bucket would report it.
     """
 
-    def __init__(self, unit: str) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.unit = unit
-        self.armed = False
+        self.target: tuple[type, str] | None = None
         self.races = 0
 
+    def arm(self, kind: type, key: str) -> None:
+        self.target = (kind, key)
+
     async def save(self, rec: Any) -> int:
-        if self.armed and isinstance(rec, UnitRec) and rec.id == self.unit:
-            self.armed = False
-            theirs = await self.get(UnitRec, rec.id)
-            assert theirs is not None, "arm the race only after the unit was stored"
+        if self.target is not None and (type(rec), rec.id) == self.target:
+            self.target = None
+            theirs = await self.get(type(rec), rec.id)
+            assert theirs is not None, "arm the race only for a record that is stored"
             await super().save(theirs)  # the other replica's write: the revision moves on
             self.races += 1
         return await super().save(rec)  # raises Conflict when rec.rev is behind
@@ -80,6 +82,7 @@ class Engine:
     orders: list[DispatchOrder] = field(default_factory=list)
     events: list[IncidentEvent] = field(default_factory=list)
     dead: list[tuple[str, Rejected]] = field(default_factory=list)
+    subject_of: dict[str, str] = field(default_factory=dict)  # message id -> subject it arrived on
     order_q: asyncio.Queue[DispatchOrder] = field(default_factory=asyncio.Queue)
     event_q: asyncio.Queue[IncidentEvent] = field(default_factory=asyncio.Queue)
     dead_q: asyncio.Queue[tuple[str, Rejected]] = field(default_factory=asyncio.Queue)
@@ -138,14 +141,14 @@ async def engine(
     @broker.subscriber(subjects.all_orders)
     async def _orders(msg: NatsMessage) -> None:
         o = DispatchOrder.model_validate_json(msg.body)
-        assert msg.raw_message.subject == subjects.order(o.unit)
+        sink["e"].subject_of[o.id] = msg.raw_message.subject
         sink["e"].orders.append(o)
         sink["e"].order_q.put_nowait(o)
 
     @broker.subscriber(subjects.all_incident_events)
     async def _events(msg: NatsMessage) -> None:
         ev = IncidentEvent.model_validate_json(msg.body)
-        assert msg.raw_message.subject == subjects.incident_event(ev.incident_id, ev.event.value)
+        sink["e"].subject_of[ev.id] = msg.raw_message.subject
         sink["e"].events.append(ev)
         sink["e"].event_q.put_nowait(ev)
 
@@ -180,6 +183,9 @@ async def test_an_alert_is_ordered_to_the_unit_nearest_by_road_and_recorded_as_o
         assigned = await e.next_event("assigned")
 
     assert order.unit == "b1" and order.action is OrderAction.assign and order.attempt == 1
+    assert e.subject_of[order.id] == "svc.radio.b1.order"
+    assert e.subject_of[opened.id] == f"svc.incidents.{order.incident_id}.opened"
+    assert e.subject_of[assigned.id] == f"svc.incidents.{order.incident_id}.assigned"
     assert order.eta_s is not None and order.eta_s > 0
     assert order.explanation is not None and order.explanation.chosen == "b1"
     assert any(s.unit == "a1" and "nearer in a straight line" in s.reason for s in order.explanation.skipped)
@@ -215,16 +221,15 @@ async def test_a_decline_moves_the_order_to_the_next_unit_at_once():
 # --------------------------------------------------------------------------- bad input
 
 
+def _schema_v2() -> bytes:
+    a = Alert(event_id="e9", source="operator", console="c1", kind="theft", area=Area(lat=NORTH, lon=114.9))
+    return json.dumps({**json.loads(encode(a)), "schema_version": 2}).encode()
+
+
 BAD_INPUTS = {
     # name: (subject without prefix, payload builder, words the reason must contain)
     "malformed-json": ("alerts.operator.c1", lambda: b'{"event_id": "e1", "source": ', "malformed JSON"),
-    "wrong-schema-version": (
-        "alerts.operator.c1",
-        lambda: json.dumps(
-            {**json.loads(encode(Alert(event_id="e9", source="operator", console="c1", kind="theft", area=Area(lat=NORTH, lon=114.9)))), "schema_version": 2}
-        ).encode(),
-        "schema version 2 is not supported",
-    ),
+    "wrong-schema-version": ("alerts.operator.c1", _schema_v2, "schema version 2 is not supported"),
     "unknown-unit-position": (
         "units.zz9.position",
         lambda: encode(UnitPosition(unit="zz9", lat=NORTH, lon=114.9)),
@@ -291,11 +296,11 @@ async def test_a_replayed_alert_id_is_dead_lettered_and_opens_no_second_incident
 
 
 async def test_a_write_conflict_with_another_replica_is_retried_and_gives_the_unit_exactly_one_order():
-    store = ReplicaRaceStore(unit="a1")
+    store = ReplicaRaceStore()
     async with engine(store=store) as e:
         await e.position("a1", NORTH, 114.899)
         await e.position("b1", NORTH, 114.880)
-        store.armed = True  # the next write of a1 (claiming it for the alert) loses the race once
+        store.arm(UnitRec, "a1")  # the next write of a1 (claiming it for the alert) loses the race once
         await e.alert()
         order = await e.next_order()
         await e.reply(order, ReplyKind.ack)  # the order the unit holds is the live one
@@ -314,3 +319,54 @@ async def test_a_write_conflict_with_another_replica_is_retried_and_gives_the_un
     assert stored_a1 is not None and stored_a1.order == order.order_id and stored_a1.state is UnitState.acknowledged
     assert acked.order_id == order.order_id
     assert dead == []
+
+
+async def test_a_write_conflict_on_the_incident_while_a_unit_acknowledges_is_retried_and_the_ack_still_counts():
+    store = ReplicaRaceStore()
+    async with engine(store=store) as e:
+        await e.position("a1", NORTH, 114.899)
+        await e.alert()
+        order = await e.next_order()
+        store.arm(IncidentRec, order.incident_id)  # e.g. a camera update merged into it on another replica
+        await e.reply(order, ReplyKind.ack)
+        dead = [(s, r.reason) for s, r in e.dead]
+        acked = [ev for ev in e.events if ev.event.value == "acknowledged"]
+        stored_inc = await e.store.get(IncidentRec, order.incident_id)
+        stored_a1 = await e.store.get(UnitRec, "a1")
+
+    assert store.races == 1
+    assert dead == []
+    assert len(acked) == 1 and acked[0].order_id == order.order_id
+    assert stored_a1 is not None and stored_a1.state is UnitState.acknowledged
+    assert stored_inc is not None and stored_inc.state is IncidentState.acknowledged
+
+
+# --------------------------------------------------------------------------- who may speak for whom
+
+
+@pytest.mark.parametrize("case", ["reply", "position", "camera-alert"])
+async def test_a_message_whose_payload_names_another_unit_or_camera_than_its_subject_is_dead_lettered(case):
+    async with engine() as e:
+        await e.position("a1", NORTH, 114.899)
+        await e.position("b1", NORTH, 114.880)
+        await e.alert()
+        order = await e.next_order()  # to a1
+        if case == "reply":  # b1's terminal declines a1's order
+            subject = e.subjects.reply("b1")
+            data = encode(
+                OrderReply(order_id=order.order_id, incident_id=order.incident_id, unit="a1", reply=ReplyKind.decline)
+            )
+        elif case == "position":  # b1's terminal moves a1 across the river
+            subject = e.subjects.unit_position("b1")
+            data = encode(UnitPosition(unit="a1", lat=SOUTH, lon=114.920))
+        else:  # camera 2's adapter reports for camera 1
+            subject = e.subjects.camera_alert("cam2")
+            data = encode(Alert(event_id="x1", source="camera", camera="cam1", kind="theft"))
+        await e.raw(subject, data)
+        a1 = e.shell.state.units["a1"]
+        assert [(o.unit, o.action) for o in e.orders] == [("a1", OrderAction.assign)]  # nothing happened
+        assert (a1.lat, a1.lon, a1.order) == (NORTH, 114.899, order.order_id)
+        dl_subject, rej = await e.next_dead()
+
+    assert dl_subject == f"svc.deadletter.{e.subjects.strip(subject)}"
+    assert "subject" in rej.reason

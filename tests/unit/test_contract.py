@@ -62,3 +62,18 @@ def test_every_subject_comes_from_one_place_and_a_prefix_separates_deployments()
 def test_contract_document_is_up_to_date_with_the_models():
     res = subprocess.run([sys.executable, "tools/gen_contract_doc.py", "--check"], cwd=REPO, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
+
+
+def test_drill_broadcasts_go_to_a_drill_talkgroup_that_real_radios_do_not_hear():
+    s = Subjects()
+    real, drill = s.talkgroup("police"), s.talkgroup("police", "night-drill-3")
+    assert real == "radio.talkgroup.police"
+    assert drill == "radio.talkgroup.police.drill.night-drill-3"
+    # real radios subscribe to radio.talkgroup.* : one token after the prefix, so the drill subject never matches
+    assert len(real.split(".")) == len(s.all_talkgroups.split(".")) != len(drill.split("."))
+    assert drill.startswith("radio.")  # still recorded in the RADIO stream
+
+
+def test_drill_ids_must_be_subject_tokens():
+    with pytest.raises(ValidationError):
+        UnitPosition(unit="p01", lat=30.2, lon=114.9, exercise="drill 3.x")
