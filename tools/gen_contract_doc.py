@@ -25,6 +25,7 @@ SUBJECTS = [
     ("radio.<unit_id>.order", "DispatchOrder", "engine -> unit (assign, or cancel a previous order)", "RADIO"),
     ("radio.<unit_id>.reply", "OrderReply", "unit -> engine", "RADIO"),
     ("radio.talkgroup.<group>", "Broadcast", "engine -> many units", "RADIO"),
+    ("radio.talkgroup.<group>.drill.<exercise>", "Broadcast", "engine -> the units of that drill", "RADIO"),
     ("incidents.<incident_id>.<event>", "IncidentEvent", "engine -> console, audit", "INCIDENTS"),
     ("deadletter.<subject>", "Rejected", "anyone who refuses input", "DEADLETTER"),
 ]
@@ -84,6 +85,10 @@ def render() -> str:
         "  withdrawn on the same subject, so a terminal never keeps a stale order on screen.",
         "* Incident events add `upgraded` (operator confirmation), `preempted`, `requeued` and",
         "  `en_route` to DESIGN's list.",
+        "* A drill's broadcasts go to `radio.talkgroup.<group>.drill.<exercise>`: real radios, subscribed",
+        "  to `radio.talkgroup.*`, never hear them (DESIGN: drill traffic never reaches a real unit).",
+        "* The engine refuses a message whose unit or camera differs from the one its subject names, so",
+        "  per-subject NATS permissions for terminals and cameras mean something.",
         "* `UnitStatus.status` is what a unit says of itself (available, busy, off duty); assigned,",
         "  en route and on scene are the engine's states, driven by replies.",
         "",
