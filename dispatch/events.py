@@ -388,9 +388,45 @@ class Rejected(Message):
     refused_by: str = Field("engine", description="the component that refused it")
 
 
+class CameraControl(Message):
+    """A runtime control for one camera, sent as a request on `cameras.<id>.control`.
+
+    Fields left out stay as they are; an empty request `{}` just asks for the state.
+    """
+
+    camera: str | None = Field(None, max_length=64, description="camera id; the subject names it too")
+    enabled: bool | None = Field(None, description="detection on (true) or off (false); capture and health go on either way")
+    sensitivity: float | None = Field(None, ge=0.0, le=1.0, description="motion sensitivity, 0 = only large movements, 1 = the smallest")
+
+
+class CameraControlState(Message):
+    """The reply to a CameraControl: the camera's state after it."""
+
+    camera: str = Field(..., max_length=64, description="camera id")
+    enabled: bool = Field(..., description="detection on")
+    sensitivity: float = Field(..., ge=0.0, le=1.0, description="motion sensitivity now")
+    state: CameraState = Field(..., description="online / offline / degraded")
+    fps: float = Field(0.0, ge=0.0, description="measured frames per second")
+    applied: bool = Field(..., description="the camera's worker applied it; false: stored, applied when the worker is back")
+    error: str = Field("", max_length=300, description="why the request was refused or failed")
+
+
+class CameraFeedback(Message):
+    """An operator's verdict on one camera detection event."""
+
+    event_id: str = Field(..., min_length=1, max_length=64, description="the camera event judged")
+    verdict: Literal["confirmed", "dismissed"] = Field(..., description="confirmed = real; dismissed = false alarm")
+    reason: str = Field("", max_length=300, description="why, for a person (e.g. 'tree shadow')")
+    camera: str | None = Field(None, max_length=64, description="camera id; the subject names it too")
+    operator: str | None = Field(None, max_length=64, description="who judged it")
+
+
 PAYLOADS: dict[str, type[Message]] = {
     m.__name__: m
-    for m in (Alert, CameraHealth, UnitPosition, UnitStatus, DispatchOrder, OrderReply, Broadcast, IncidentEvent, Rejected)
+    for m in (
+        Alert, CameraHealth, UnitPosition, UnitStatus, DispatchOrder, OrderReply, Broadcast, IncidentEvent, Rejected,
+        CameraControl, CameraControlState, CameraFeedback,
+    )
 }
 
 

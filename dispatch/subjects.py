@@ -47,6 +47,10 @@ class Subjects:
     def camera_control(self, camera_id: str) -> str:
         return self._p(f"cameras.{camera_id}.control")
 
+    def camera_feedback(self, camera_id: str) -> str:
+        """An operator's verdict (confirmed / dismissed) on a camera detection event."""
+        return self._p(f"cameras.{camera_id}.feedback")
+
     @property
     def all_camera_health(self) -> str:
         return self._p("cameras.*.health")

@@ -20,6 +20,8 @@ SUBJECTS = [
     ("alerts.camera.<camera_id>", "Alert", "camera adapter -> engine, console", "ALERTS"),
     ("alerts.operator.<console_id>", "Alert", "console, `patrollink alert` -> engine", "ALERTS"),
     ("cameras.<camera_id>.health", "CameraHealth", "camera adapter -> console", "-"),
+    ("cameras.<camera_id>.control", "CameraControl -> CameraControlState", "console -> camera adapter (request/reply)", "-"),
+    ("cameras.<camera_id>.feedback", "CameraFeedback", "console -> camera adapter statistics", "-"),
     ("units.<unit_id>.position", "UnitPosition", "terminal, radio gateway, simulator -> engine", "-"),
     ("units.<unit_id>.status", "UnitStatus", "terminal -> engine", "-"),
     ("radio.<unit_id>.order", "DispatchOrder", "engine -> unit (assign, or cancel a previous order)", "RADIO"),
