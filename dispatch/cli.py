@@ -413,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     tl.set_defaults(func=cmd_tail)
 
     # the edges add their own commands (`patrollink camera ...`, `patrollink console`)
-    for module in ("adapters.camera.cli",):
+    for module in ("adapters.camera.cli", "adapters.console.cli", "simulators.cli"):
         try:
             mod = __import__(module, fromlist=["register"])
         except ModuleNotFoundError as e:
