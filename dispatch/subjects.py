@@ -104,6 +104,14 @@ class Subjects:
     def all_incident_events(self) -> str:
         return self._p("incidents.>")
 
+    # -- operator actions (core NATS request/reply, one engine replica answers)
+    def incident_command(self, incident_id: str) -> str:
+        return self._p(f"commands.incident.{incident_id}")
+
+    @property
+    def all_incident_commands(self) -> str:
+        return self._p("commands.incident.*")
+
     # -- dead letters
     def deadletter(self, subject: str) -> str:
         return self._p(f"deadletter.{subject}")

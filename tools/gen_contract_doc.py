@@ -29,6 +29,7 @@ SUBJECTS = [
     ("radio.talkgroup.<group>", "Broadcast", "engine -> many units", "RADIO"),
     ("radio.talkgroup.<group>.drill.<exercise>", "Broadcast", "engine -> the units of that drill", "RADIO"),
     ("incidents.<incident_id>.<event>", "IncidentEvent", "engine -> console, audit", "INCIDENTS"),
+    ("commands.incident.<incident_id>", "IncidentCommand -> CommandResult", "console -> engine (request/reply)", "-"),
     ("deadletter.<subject>", "Rejected", "anyone who refuses input", "DEADLETTER"),
 ]
 

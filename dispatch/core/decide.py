@@ -117,7 +117,25 @@ class CloseIncident:
     cancel: bool = False
 
 
-Input = Union[AlertIn, ReplyIn, PositionIn, StatusIn, Tick, Loaded, CloseIncident]
+@dataclass(frozen=True)
+class Reassign:
+    """Withdraw the incident from its unit (not asked again) and choose another."""
+
+    incident_id: str
+    by: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Escalate:
+    """A supervisor escalates by hand: talkgroup broadcast and escalated event."""
+
+    incident_id: str
+    by: str
+    reason: str = ""
+
+
+Input = Union[AlertIn, ReplyIn, PositionIn, StatusIn, Tick, Loaded, CloseIncident, Reassign, Escalate]
 
 # --------------------------------------------------------------------------- commands
 
@@ -349,6 +367,10 @@ class _Decision:
             self.on_loaded(ev.record)
         elif isinstance(ev, CloseIncident):
             self.on_close(ev)
+        elif isinstance(ev, Reassign):
+            self.on_reassign(ev)
+        elif isinstance(ev, Escalate):
+            self.on_escalate(ev)
         else:  # pragma: no cover - the type union is closed
             raise TypeError(f"unknown input {ev!r}")
 
@@ -887,6 +909,32 @@ class _Decision:
         self._emit(inc, ev, unit=unit_id, detail=f"{c.disposition or 'closed'} (by {c.by})")
         if unit_id:
             self._serve_waiting(unit_id)
+
+    def on_reassign(self, c: Reassign) -> None:
+        inc = self.s.incidents.get(c.incident_id)
+        if inc is None:
+            raise _Refuse(f"incident {c.incident_id} is not open")
+        if inc.unit is None or inc.order is None:
+            raise _Refuse(f"incident {c.incident_id} has no unit to take it from ({inc.state.value})")
+        why = f"reassigned by {c.by}" + (f": {c.reason}" if c.reason else "")
+        try:
+            new_state = incident_next(inc.state, IncidentTrigger.unit_lost)
+        except TransitionRefused as e:
+            raise _Refuse(str(e)) from None
+        unit_id = inc.unit
+        self._cancel_order(inc, unit_id, inc.order, why)
+        self._release(unit_id, inc.order, UnitTrigger.withdrawn)
+        inc = self._close_attempt(inc, AttemptOutcome.reassigned, why)
+        inc = inc.model_copy(update={"state": new_state, "unit": None, "order": None, "deadline": None})
+        inc = self._emit(inc, IncidentEventKind.requeued, unit=unit_id, detail=why)
+        self._dispatch(inc)
+        self._serve_waiting(unit_id)
+
+    def on_escalate(self, c: Escalate) -> None:
+        inc = self.s.incidents.get(c.incident_id)
+        if inc is None:
+            raise _Refuse(f"incident {c.incident_id} is not open")
+        self._escalate(inc, f"escalated by {c.by}" + (f": {c.reason}" if c.reason else ""))
 
     # -- records from the buckets
     def on_loaded(self, rec: UnitRec | IncidentRec) -> None:

@@ -84,6 +84,7 @@ class AttemptOutcome(StrEnum):
     timed_out = "timed_out"
     preempted = "preempted"
     withdrawn = "withdrawn"  # unit went off duty / busy, or incident cancelled
+    reassigned = "reassigned"  # an operator took the incident away from this unit
     done = "done"
 
 
@@ -145,5 +146,5 @@ class IncidentRec(Record):
     def tried(self) -> frozenset[str]:
         """Units that declined or let the order time out: not asked again for this incident."""
         return frozenset(
-            a.unit for a in self.attempts if a.outcome in (AttemptOutcome.declined, AttemptOutcome.timed_out)
+            a.unit for a in self.attempts if a.outcome in (AttemptOutcome.declined, AttemptOutcome.timed_out, AttemptOutcome.reassigned)
         )

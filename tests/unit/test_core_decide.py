@@ -417,3 +417,31 @@ def test_unit_left_holding_an_order_no_incident_knows_is_freed_by_the_sweep():
     cmds = r.step(Tick(), dt=20)
     assert r.state.units["a1"].state is UnitState.available
     assert any(isinstance(c, Save) and c.record.id == "a1" for c in cmds)
+
+
+def test_operator_reassign_withdraws_the_unit_and_gives_the_incident_to_another():
+    from dispatch.core.decide import Reassign
+
+    r = Run()
+    r.place("a1", NORTH, 114.899)
+    r.place("b1", NORTH, 114.880)
+    [o] = orders(r.alert())
+    r.reply(o, ReplyKind.ack)
+    cmds = r.step(Reassign(incident_id=o.incident_id, by="op1", reason="a1 is on foot today"))
+    assert orders(cmds, OrderAction.cancel)[0].unit == "a1"
+    assert orders(cmds)[0].unit == "b1"
+    [req] = events(cmds, "requeued")
+    assert "reassigned by op1: a1 is on foot today" in req.detail
+
+
+def test_supervisor_escalation_broadcasts_and_records_who():
+    from dispatch.core.decide import Escalate
+
+    r = Run()
+    r.place("a1", NORTH, 114.899)
+    [o] = orders(r.alert())
+    cmds = r.step(Escalate(incident_id=o.incident_id, by="sup1", reason="armed suspect"))
+    [esc] = events(cmds, "escalated")
+    assert "escalated by sup1: armed suspect" in esc.detail
+    assert any(isinstance(c, Publish) and isinstance(c.message, Broadcast) for c in cmds)
+    assert "is not open" in rejects(r.step(Escalate(incident_id="nope", by="sup1")))[0]
