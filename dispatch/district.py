@@ -473,7 +473,7 @@ class CrowdRule(RuleBase):
 class RunningRule(RuleBase):
     priority: int = Field(1, ge=1, le=3, title="priority", description="priority of the alerts it raises")
     speed: float = Field(
-        0.8, gt=0, title="running speed", description="speed in body heights per second above which a person is running"
+        1.5, gt=0, title="running speed", description="speed in body heights per second above which a person is running (walking is about 0.8)"
     )
     min_people: int = Field(1, ge=1, title="people", description="how many must run (2+ close together reads as a scuffle)")
 

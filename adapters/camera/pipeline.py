@@ -1,0 +1,265 @@
+"""One camera's detection pipeline: frames in, tracks and alert events out.
+
+    pipe = Pipeline(camera, tz="Asia/Shanghai")
+    for frame in source:                          # any size; t = video position or wall clock
+        result = pipe.process(frame)              # FrameResult (skipped=True when rate-limited)
+        for ev in result.events: ...              # AlertEvent new / update / end
+    pipe.flush(last_t)                            # end open events at the end of input
+
+Stages per analysed frame (docs/camera-adapter.md):
+resize to the camera's detect size -> rate limit to `detect.fps` by frame time
+-> motion (small grey frame, background model, masks, global-change guard,
+tamper signals) -> detector on the motion regions and on the predicted boxes of
+live tracks only (nothing moves and nothing is tracked: no detector call)
+-> tracker (identities, median-score confirmation, speed, zones with inertia)
+-> rules (intrusion, loitering, crowd, running, scuffle, tamper) -> alert
+lifecycle (new / update / end, best snapshot JPEG).
+
+Deterministic: the same frames give the same results (event ids aside, which
+are uuid4 unless `new_id` is given). Not thread-safe: one per camera.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import zoneinfo
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+
+from adapters.camera.detectors import make_detector
+from adapters.camera.lifecycle import Lifecycle
+from adapters.camera.motion import MotionDetector, merge_boxes
+from adapters.camera.rules import RuleEngine, tamper_reason
+from adapters.camera.tracker import Tracker
+from adapters.camera.types import AlertEvent, Box, Detection, Detector, Frame, FrameResult
+from dispatch.district import Camera
+
+__all__ = ["Pipeline", "minute_clock"]
+
+
+def minute_clock(tz: str) -> Callable[[float], int]:
+    """t (UNIX seconds) -> local minute of the day in `tz`."""
+    zone = zoneinfo.ZoneInfo(tz)
+
+    def minutes(t: float) -> int:
+        d = _dt.datetime.fromtimestamp(t, zone)
+        return d.hour * 60 + d.minute
+
+    return minutes
+
+
+class Pipeline:
+    """motion -> detector (motion regions only) -> tracker -> rules -> alert lifecycle, for one camera."""
+
+    def __init__(
+        self,
+        camera: Camera,
+        detector: Detector | None = None,
+        tz: str = "UTC",
+        clock_minutes: Callable[[float], int] | None = None,
+        *,
+        hold_off: float = 2.0,
+        update_interval: float = 5.0,
+        new_id: Callable[[], str] | None = None,
+        jpeg_quality: int = 85,
+        motion_model: str = "average",
+        cadence: bool = True,
+    ):
+        self.camera = camera
+        self.size = (camera.detect.width, camera.detect.height)
+        self.fps = camera.detect.fps
+        self.period = 1.0 / self.fps
+        self.detector = detector if detector is not None else make_detector("hog")
+        self.clock_minutes = clock_minutes or minute_clock(tz)
+        self.motion = MotionDetector(camera.motion, self.size, model=motion_model)
+        self.tracker = Tracker(camera.objects, camera.zones, self.size)
+        self.rules = RuleEngine(camera, self.fps, self.size)
+        self.lifecycle = Lifecycle(hold_off=hold_off, update_interval=update_interval, frame_size=self.size, new_id=new_id)
+        # camera_offline has its own lifecycle: the watchdog drives it by wall clock, between frames
+        self._offline = Lifecycle(hold_off=0.0, update_interval=update_interval, frame_size=self.size, new_id=new_id)
+        self.jpeg_quality = jpeg_quality
+        self.enabled = camera.detect.enabled
+        self._was_enabled = self.enabled
+        self._next_t: float | None = None
+        self._last_t: float | None = None
+        self.frames_in = 0
+        self.frames_analysed = 0
+        self.detector_calls = 0
+        self._suspect = False
+        self._heat = np.zeros((18, 32), np.float32)  # how often each cell (20x20 px at 640x360) moves
+        self.heat_rate = 0.1
+        self.hot_every = 1.0  # seconds between searches of an area that moves all the time
+        self._tick = 0
+        self._rest: set[int] = set()
+        self.cadence = cadence  # steady tracked people are searched every other frame
+
+    # ------------------------------------------------------------------ runtime controls
+
+    def set_enabled(self, enabled: bool) -> None:
+        """Detection on or off (runtime control); off ends the open events at the next frame."""
+        self.enabled = bool(enabled)
+
+    def set_sensitivity(self, sensitivity: float) -> None:
+        """Motion sensitivity 0..1 (runtime control): the minimum blob area."""
+        self.motion.set_sensitivity(sensitivity)
+
+    # ------------------------------------------------------------------ per frame
+
+    def wants(self, t: float) -> bool:
+        """Would a frame at time `t` be analysed? (Lets file readers skip decoding colour for the others.)"""
+        if not self.enabled:
+            return self._was_enabled  # one more frame, to end the open events
+        return self._next_t is None or t >= self._next_t - 0.2 * self.period
+
+    def process(self, frame: Frame) -> FrameResult:
+        self.frames_in += 1
+        t = float(frame.t)
+        if not self.enabled:
+            events: list[AlertEvent] = []
+            if self._was_enabled:
+                events = self.lifecycle.flush(t)
+                self.tracker.reset()
+                self.motion.reset()
+                self._was_enabled = False
+                self._next_t = None
+            return FrameResult(frame.index, t, [], [], [], events, skipped=True)
+        self._was_enabled = True
+        if self._next_t is not None and t < self._next_t - 0.2 * self.period:
+            return FrameResult(frame.index, t, [], [], [], [], skipped=True)
+        # the next slot: on the grid when keeping up, from here when we fell behind (or time jumped back)
+        if self._next_t is None or t - self._next_t >= self.period or t < self._next_t - self.period:
+            self._next_t = t + self.period
+        else:
+            self._next_t += self.period
+        self._last_t = t
+        self.frames_analysed += 1
+
+        image = frame.image
+        if image.shape[1] != self.size[0] or image.shape[0] != self.size[1]:
+            image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
+
+        m = self.motion.detect(image)
+        regions: list[Box] = list(m.boxes)
+        detections: list[Detection] = []
+        suspect = tamper_reason(m.tamper) is not None
+        if suspect or m.recalibrated:
+            # the view cannot be trusted (covered, blurred, turned, lights changing): look at nothing
+            if suspect and not self._suspect:
+                self.tracker.reset()
+            regions = []
+        self._suspect = suspect
+        if not suspect:
+            detections = self._detect(image, regions, t)
+        tracks = self.tracker.update(detections, t, self._rest)
+        self._rest = set()
+        conditions = self.rules.step(t, self.clock_minutes(t), tracks, m.tamper)
+
+        cache: dict[str, bytes | None] = {}
+
+        def snapshot() -> bytes | None:
+            if "jpeg" not in cache:
+                ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
+                cache["jpeg"] = buf.tobytes() if ok else None
+            return cache["jpeg"]
+
+        events = self.lifecycle.step(t, conditions, snapshot)
+        return FrameResult(frame.index, t, list(m.boxes), detections, tracks, events)
+
+    def _detect(self, image: np.ndarray, regions: list[Box], t: float) -> list[Detection]:
+        """The detector on motion regions and around tracked people, skipping what needs no look:
+
+        * people we track are searched around where they should be, at their known size
+          (cheap); steady confirmed ones every other frame (they coast in between);
+        * a motion region that the people found in the last frame explain is not searched again,
+          and one in an area that moves most of the time (trees, flags, water, a standing group;
+          a slow heat map of motion, 0.1 per frame) neither: both only once a second.
+        """
+        heat = self._heat
+        gw, gh = heat.shape[1], heat.shape[0]
+        W, H = self.size
+        cells = []
+        cur = np.zeros_like(heat)
+        for r in regions:
+            x1, y1 = int(r[0] * gw / W), int(r[1] * gh / H)
+            c = (x1, y1, max(x1 + 1, int(np.ceil(r[2] * gw / W))), max(y1 + 1, int(np.ceil(r[3] * gh / H))))
+            cells.append(c)
+            cur[c[1]:c[3], c[0]:c[2]] = 1.0
+        heat *= 1.0 - self.heat_rate
+        heat += self.heat_rate * cur
+        self._tick += 1
+        once_a_second = self._tick % max(1, int(round(self.fps * self.hot_every))) == 0
+        guided = getattr(self.detector, "detect_guided", None)
+        rest: set[int] = set()
+        guides: list[Box] = []
+        known: list[Box] = []
+        if guided is not None:
+            rest = self.tracker.resting(self._tick) if self.cadence else set()
+            people = self.tracker.predicted(t, "person")
+            guides = [b for tid, b in people if tid not in rest]
+            # around a person the detector just missed the blob is searched (the track lags)
+            known = [b for tid, b in people if self.tracker.misses(tid) == 0]
+        self._rest = rest
+        fresh: list[Box] = []
+        sized: list[tuple[Box, float]] = []
+        for r, c in zip(regions, cells):
+            if known and _covered(r, known) >= 0.7:
+                if once_a_second:
+                    # once a second: a person hidden in a group we track, at the group's size
+                    hs = sorted(b[3] - b[1] for b in known if _overlap(b, r))
+                    sized.append((r, float(hs[len(hs) // 2]))) if hs else fresh.append(r)
+                continue
+            if float(heat[c[1]:c[3], c[0]:c[2]].mean()) >= 0.5 and not once_a_second:
+                continue  # moves all the time: trees, flags; once a second
+            fresh.append(r)
+        if guided is not None:
+            # (vehicles are told from moving blobs, which are among the regions anyway)
+            detections = guided(image, fresh, guides, sized) if (fresh or guides or sized) else []
+        else:
+            searched = merge_boxes(fresh + self.tracker.predicted_boxes(t), gap=0)
+            detections = self.detector.detect(image, searched) if searched else []
+        if fresh or guides:
+            self.detector_calls += 1
+        return detections
+
+    # ------------------------------------------------------------------ end of input, offline
+
+    def flush(self, t: float | None = None) -> list[AlertEvent]:
+        """End every open event (end of a file, shutdown)."""
+        when = t if t is not None else (self._last_t if self._last_t is not None else 0.0)
+        return self.lifecycle.flush(when) + self._offline.flush(when)
+
+    def check_offline(self, now: float, last_frame_t: float | None, started_t: float | None = None) -> list[AlertEvent]:
+        """The runtime's watchdog calls this while no frames come: camera_offline new, then end when frames return.
+
+        Call it periodically with the wall clock `now` and the time of the last frame
+        received (None if none yet; `started_t` = when the source was opened).
+        """
+        return self._offline.step(now, self.rules.offline(now, last_frame_t, started_t))
+
+
+def _covered(r: Box, boxes: list[Box]) -> float:
+    """Fraction of `r` inside the union of `boxes` grown by 30% (an upper bound: overlaps are counted once each)."""
+    area = max(1, (r[2] - r[0]) * (r[3] - r[1]))
+    inter = 0
+    for b in boxes:
+        gw, gh = 0.3 * (b[2] - b[0]), 0.15 * (b[3] - b[1])
+        ix = min(r[2], b[2] + gw) - max(r[0], b[0] - gw)
+        iy = min(r[3], b[3] + gh) - max(r[1], b[1] - gh)
+        if ix > 0 and iy > 0:
+            inter += ix * iy
+    return min(1.0, inter / area)
+
+
+def _iou(a: Box, b: Box) -> float:
+    ix = min(a[2], b[2]) - max(a[0], b[0])
+    iy = min(a[3], b[3]) - max(a[1], b[1])
+    if ix <= 0 or iy <= 0:
+        return 0.0
+    inter = ix * iy
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def _overlap(a: Box, b: Box) -> bool:
+    return min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1])

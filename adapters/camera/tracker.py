@@ -1,0 +1,333 @@
+"""Keep object identities across frames; confirm objects by their median score; zones with inertia.
+
+    tr = Tracker(camera.objects, camera.zones, (640, 360))
+    tracks = tr.update(detections, t)          # every live track, confirmed or not
+
+* Matching: greedy on a cost mixing IoU with the centre distance in body
+  heights, against each track's box predicted from its velocity (a runner at
+  5 fps moves more than its own width between frames, so IoU alone loses it).
+  A track that misses frames coasts on its last box for up to `max_age`
+  seconds (short occlusions, a missed detection) and then ends.
+* Confirmation (Frigate's rule): the median of the last `objects.confirm_frames`
+  scores must reach `objects.threshold`, with at least that many scores seen,
+  and the object must have travelled (a person 0.25 of its height, a vehicle
+  0.6 of its width: swaying trees and static look-alikes never do); once
+  confirmed a track stays confirmed. Detections below `objects.min_score`
+  are ignored.
+* Speed: displacement of the box centre over about 0.6 s, in body heights per
+  second, smoothed (EMA); cancels the box jitter of the detector.
+* Zones: the bottom-centre of the box, relative to the frame; a zone is entered
+  after `zone.inertia` consecutive frames inside and left after as many outside.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from adapters.camera.types import Box, Detection, Track
+from dispatch.district import Objects, Zone
+
+__all__ = ["Tracker", "box_iou"]
+
+
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    ix = min(a[2], b[2]) - max(a[0], b[0])
+    iy = min(a[3], b[3]) - max(a[1], b[1])
+    if ix <= 0 or iy <= 0:
+        return 0.0
+    inter = ix * iy
+    ua = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / ua if ua > 0 else 0.0
+
+
+def _erratic(history: Sequence[tuple[float, float, float, float]]) -> bool:
+    """Did the last few matched positions turn back (a scuffle, a person dodging)? Those are not left to coast."""
+    h = list(history)[-4:]
+    for i in range(2, len(h)):
+        ax, ay = h[i - 1][1] - h[i - 2][1], h[i - 1][2] - h[i - 2][2]
+        bx, by = h[i][1] - h[i - 1][1], h[i][2] - h[i - 1][2]
+        if ax * bx + ay * by < 0 and math.hypot(bx, by) > 0.05 * h[i][3]:
+            return True
+    return False
+
+
+def _inside_frac(b: Sequence[float], W: int, H: int) -> float:
+    """Fraction of the box inside the frame (a coasting track that left the frame ends)."""
+    area = max(1e-6, (b[2] - b[0]) * (b[3] - b[1]))
+    ix = min(b[2], W) - max(b[0], 0)
+    iy = min(b[3], H) - max(b[1], 0)
+    return 0.0 if ix <= 0 or iy <= 0 else ix * iy / area
+
+
+@dataclass
+class _State:
+    id: int
+    box: list[float]
+    first_t: float
+    last_t: float
+    scores: deque
+    labels: Counter = field(default_factory=Counter)
+    vx: float = 0.0  # px / s of the centre
+    vy: float = 0.0
+    hits: int = 1
+    misses: int = 0
+    confirmed: bool = False
+    speed: float = 0.0
+    history: deque = field(default_factory=lambda: deque(maxlen=30))  # (t, cx, cy, h) of matched frames
+    inside: dict[str, int] = field(default_factory=dict)  # zone -> consecutive frames inside
+    outside: dict[str, int] = field(default_factory=dict)
+    zones: list[str] = field(default_factory=list)  # current membership, in entering order
+    best_score: float = 0.0
+    box_t: float = 0.0  # when `box` was last moved (a hit, or coasting)
+    rested: int = 0  # frames in a row the detector skipped it (see `resting`)
+
+
+class Tracker:
+    """IoU + centre-distance tracker with score-median confirmation and zone inertia."""
+
+    def __init__(
+        self,
+        objects: Objects,
+        zones: Sequence[Zone],
+        size: tuple[int, int],
+        *,
+        max_age: float = 1.5,
+        speed_window: float = 0.6,
+        max_dist: float = 1.0,
+    ):
+        self.objects = objects
+        self.zones = tuple(zones)
+        self.size = (int(size[0]), int(size[1]))
+        self.max_age = max_age
+        self.speed_window = speed_window
+        self.max_dist = max_dist
+        self._tracks: list[_State] = []
+        self._next_id = 1
+        self._last_t: float | None = None
+
+    def reset(self) -> None:
+        self._tracks = []
+        self._last_t = None
+
+    @property
+    def active(self) -> list[Track]:
+        return [self._public(s) for s in self._tracks]
+
+    def predicted_boxes(self, t: float, label: str | None = None) -> list[Box]:
+        """Where the live tracks (of `label`) should be at `t`: the pipeline looks there even without motion."""
+        W, H = self.size
+        out = []
+        for s in self._tracks:
+            if label is not None and s.labels.most_common(1)[0][0] != label:
+                continue
+            b = self._predict(s, t)
+            out.append((max(0, int(b[0])), max(0, int(b[1])), min(W, int(math.ceil(b[2]))), min(H, int(math.ceil(b[3])))))
+        return out
+
+    def predicted(self, t: float, label: str | None = None) -> list[tuple[int, Box]]:
+        """(track id, predicted box) of the live tracks (of `label`)."""
+        ids = [s.id for s in self._tracks if label is None or s.labels.most_common(1)[0][0] == label]
+        return list(zip(ids, self.predicted_boxes(t, label)))
+
+    def _predict(self, s: _State, t: float) -> list[float]:
+        dt = min(max(0.0, t - s.box_t), 0.6)
+        return [s.box[0] + s.vx * dt, s.box[1] + s.vy * dt, s.box[2] + s.vx * dt, s.box[3] + s.vy * dt]
+
+    def resting(self, tick: int) -> set[int]:
+        """Tracks the detector may skip this frame: confirmed, steady (seen in the last frame, with
+        a history), on alternate frames. They coast on their velocity without counting a miss."""
+        return {
+            s.id for s in self._tracks
+            if s.confirmed and s.misses == 0 and s.rested == 0 and s.hits >= 4 and (tick + s.id) % 2 == 0
+            and not _erratic(s.history)
+        }
+
+    def update(self, detections: Sequence[Detection], t: float, rest: set[int] | frozenset[int] = frozenset()) -> list[Track]:
+        """Match this frame's detections; tracks in `rest` were not looked for (see `resting`)."""
+        dets = [d for d in detections if d.score >= self.objects.min_score]
+        preds = [self._predict(s, t) for s in self._tracks]
+        pairs: list[tuple[float, int, int]] = []
+        for i, (s, p) in enumerate(zip(self._tracks, preds)):
+            ph = max(1.0, p[3] - p[1])
+            pcx, pcy = (p[0] + p[2]) / 2, (p[1] + p[3]) / 2
+            for j, d in enumerate(dets):
+                b = d.box
+                bh = max(1.0, b[3] - b[1])
+                ratio = bh / ph
+                if ratio < 0.5 or ratio > 2.0:
+                    continue
+                ov = box_iou(p, b)
+                dist = math.hypot((b[0] + b[2]) / 2 - pcx, (b[1] + b[3]) / 2 - pcy) / max(ph, bh)
+                if ov < 0.1 and dist > self.max_dist:
+                    continue
+                label_penalty = 0.0 if s.labels.most_common(1)[0][0] == d.label else 0.5
+                pairs.append(((1.0 - ov) + 0.5 * dist + label_penalty, i, j))
+        pairs.sort()
+        used_t: set[int] = set()
+        used_d: set[int] = set()
+        for _, i, j in pairs:
+            if i in used_t or j in used_d:
+                continue
+            used_t.add(i)
+            used_d.add(j)
+            self._hit(self._tracks[i], dets[j], t)
+        for i, s in enumerate(self._tracks):
+            if i not in used_t and s.id in rest:
+                s.box = self._predict(s, t)
+                s.box_t = t
+                s.last_t = t  # not a miss: nobody looked
+                s.rested += 1
+                s.vx *= 0.85  # people slow down and stop: do not overshoot
+                s.vy *= 0.85
+                self._zones(s)
+            elif i not in used_t:
+                s.misses += 1
+                # coast along the last velocity, slowing down, for at most max_age
+                s.box = self._predict(s, t)
+                s.box_t = t
+                s.vx *= 0.7
+                s.vy *= 0.7
+                self._zones(s)
+        W, H = self.size
+        self._tracks = [
+            s for i, s in enumerate(self._tracks)
+            if i in used_t or (t - s.last_t <= self.max_age and _inside_frac(s.box, W, H) >= 0.5)
+        ]
+        for j, d in enumerate(dets):
+            if j in used_d:
+                continue
+            s = _State(
+                id=self._next_id,
+                box=[float(v) for v in d.box],
+                first_t=t,
+                last_t=t,
+                scores=deque([d.score], maxlen=self.objects.confirm_frames),
+                best_score=d.score,
+                box_t=t,
+            )
+            s.labels[d.label] += 1
+            s.history.append((t, (d.box[0] + d.box[2]) / 2, (d.box[1] + d.box[3]) / 2, max(1, d.box[3] - d.box[1])))
+            self._next_id += 1
+            self._confirm(s)
+            self._zones(s)
+            self._tracks.append(s)
+        self._last_t = t
+        return [self._public(s) for s in self._tracks]
+
+    def _hit(self, s: _State, d: Detection, t: float) -> None:
+        b = d.box
+        cx, cy = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
+        h = max(1, b[3] - b[1])
+        dt = t - s.last_t
+        if dt > 0:
+            ocx, ocy = (s.box[0] + s.box[2]) / 2, (s.box[1] + s.box[3]) / 2
+            a = 0.5
+            s.vx = (1 - a) * s.vx + a * (cx - ocx) / dt
+            s.vy = (1 - a) * s.vy + a * (cy - ocy) / dt
+        # smooth the box a little against detector jitter (size more than position)
+        hb = [float(v) for v in b]
+        if s.hits > 0:
+            ow, oh = s.box[2] - s.box[0], s.box[3] - s.box[1]
+            nw, nh = 0.6 * (hb[2] - hb[0]) + 0.4 * ow, 0.6 * (hb[3] - hb[1]) + 0.4 * oh
+            s.box = [cx - nw / 2, cy - nh / 2, cx + nw / 2, cy + nh / 2]
+        else:
+            s.box = hb
+        s.history.append((t, cx, cy, h))
+        s.last_t = t
+        s.box_t = t
+        s.rested = 0
+        s.hits += 1
+        s.misses = 0
+        s.scores.append(d.score)
+        s.labels[d.label] += 1
+        s.best_score = max(s.best_score, d.score)
+        self._speed(s, t)
+        self._confirm(s)
+        self._zones(s)
+
+    def _speed(self, s: _State, t: float) -> None:
+        hist = list(s.history)
+        if len(hist) < 2:
+            return
+        # the oldest matched point at least speed_window old (or the oldest we have)
+        ref = hist[0]
+        for p in reversed(hist[:-1]):
+            if t - p[0] >= self.speed_window:
+                ref = p
+                break
+        dt = t - ref[0]
+        if dt <= 0:
+            return
+        cur = hist[-1]
+        hs = [p[3] for p in hist[-4:]]
+        h = sorted(hs)[len(hs) // 2]
+        v = math.hypot(cur[1] - ref[1], cur[2] - ref[2]) / h / dt
+        s.speed = v if s.hits <= 2 else 0.6 * v + 0.4 * s.speed
+
+    def _confirm(self, s: _State) -> None:
+        if s.confirmed:
+            return
+        # an object must also have travelled: a vehicle (told from a blob's shape) at least 0.6 of
+        # its width, a person 0.25 of its height -- swaying trees and static look-alikes (a lamp post
+        # HOG likes) never do
+        (_, x0, y0, _), (_, x1, y1, _) = s.history[0], s.history[-1]
+        moved = math.hypot(x1 - x0, y1 - y0)
+        if s.labels.most_common(1)[0][0] == "vehicle":
+            if moved < 0.6 * max(1.0, s.box[2] - s.box[0]):
+                return
+        elif moved < 0.25 * max(1.0, s.box[3] - s.box[1]):
+            return
+        n = self.objects.confirm_frames
+        if len(s.scores) >= n:
+            sc = sorted(s.scores)
+            med = sc[n // 2] if n % 2 else (sc[n // 2 - 1] + sc[n // 2]) / 2
+            if med >= self.objects.threshold:
+                s.confirmed = True
+
+    def _zones(self, s: _State) -> None:
+        if not self.zones:
+            return
+        W, H = self.size
+        x = (s.box[0] + s.box[2]) / 2 / W
+        y = s.box[3] / H
+        for z in self.zones:
+            if z.contains(x, y):
+                s.inside[z.name] = s.inside.get(z.name, 0) + 1
+                s.outside[z.name] = 0
+                if z.name not in s.zones and s.inside[z.name] >= z.inertia:
+                    s.zones.append(z.name)
+            else:
+                s.outside[z.name] = s.outside.get(z.name, 0) + 1
+                s.inside[z.name] = 0
+                if z.name in s.zones and s.outside[z.name] >= z.inertia:
+                    s.zones.remove(z.name)
+
+    @staticmethod
+    def _median(scores: deque) -> float:
+        sc = sorted(scores)
+        n = len(sc)
+        if n == 0:
+            return 0.0
+        return sc[n // 2] if n % 2 else (sc[n // 2 - 1] + sc[n // 2]) / 2
+
+    def _public(self, s: _State) -> Track:
+        label = max(s.labels.items(), key=lambda kv: (kv[1], kv[0] == "person"))[0]
+        return Track(
+            id=s.id,
+            label=label,
+            box=(int(round(s.box[0])), int(round(s.box[1])), int(round(s.box[2])), int(round(s.box[3]))),
+            score=round(self._median(s.scores), 4),
+            confirmed=s.confirmed,
+            zones=tuple(s.zones),
+            speed=round(s.speed, 4),
+        )
+
+    def misses(self, track_id: int) -> int:
+        """Frames since the track last matched a detection (0 = seen in this frame)."""
+        for s in self._tracks:
+            if s.id == track_id:
+                return s.misses
+        return -1
