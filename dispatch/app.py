@@ -8,6 +8,8 @@ and give the shell an in-memory store; production uses JetStream everything.
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +51,16 @@ def _redelivered(msg: NatsMessage) -> bool:
         return False
 
 
+async def _as_is(msg: Any) -> Any:
+    """Decoder that hands the handler FastStream's message itself.
+
+    The engine validates the bytes with its own models; FastStream's default decoder would parse
+    the JSON once more, and taking the message from FastStream's context (`msg: NatsMessage`)
+    resolves it in a worker thread, a thread hop per message.
+    """
+    return msg
+
+
 def register(broker: NatsBroker, rt: EngineRuntime) -> None:
     """Subscribe the engine's inputs. Alerts and replies: durable JetStream consumers shared by
     every replica (queue group); positions and status: core NATS in the same queue group."""
@@ -58,7 +70,7 @@ def register(broker: NatsBroker, rt: EngineRuntime) -> None:
     # deliver group that every replica binds to, which is exactly how replicas share work.
     warnings.filterwarnings("ignore", message="The JetStream Push consumer with the `durable` option")
 
-    async def handle(msg: NatsMessage) -> None:
+    async def handle(msg: Any) -> None:  # a NatsMessage, see _as_is
         shell = rt.need_shell()
         await shell.ready.wait()
         await shell.on_raw(msg.raw_message.subject, msg.body, _redelivered(msg))
@@ -70,6 +82,7 @@ def register(broker: NatsBroker, rt: EngineRuntime) -> None:
         queue=f"{q}_alerts",
         deliver_policy=DeliverPolicy.ALL,
         ack_policy=AckPolicy.NACK_ON_ERROR,
+        decoder=_as_is,
         title="alerts",
         description="camera and operator alerts",
     )(handle)
@@ -80,11 +93,56 @@ def register(broker: NatsBroker, rt: EngineRuntime) -> None:
         queue=f"{q}_replies",
         deliver_policy=DeliverPolicy.ALL,
         ack_policy=AckPolicy.NACK_ON_ERROR,
+        decoder=_as_is,
         title="replies",
         description="acknowledgements and status replies from units",
     )(handle)
-    broker.subscriber(s.all_unit_positions, queue=q, title="positions")(handle)
-    broker.subscriber(s.all_unit_status, queue=q, title="status")(handle)
+    broker.subscriber(s.all_unit_positions, queue=q, decoder=_as_is, title="positions")(handle)
+    broker.subscriber(s.all_unit_status, queue=q, decoder=_as_is, title="status")(handle)
+
+
+def _durable_inputs(s: Subjects) -> list[tuple[str, str, str]]:
+    """(stream, durable consumer = deliver group, filter subject) of the inputs register() reads from JetStream."""
+    q = s.engine_queue
+    return [(s.stream_alerts, f"{q}_alerts", s.all_alerts), (s.stream_radio, f"{q}_replies", s.all_replies)]
+
+
+async def ensure_consumers(js: Any, s: Subjects) -> None:
+    """Create the replicas' shared durable push consumers before any replica subscribes.
+
+    Left to the subscribe call, two replicas starting together both find no consumer, both create
+    one with their own random deliver inbox, and the second fails with "consumer name already in
+    use" (the engine exits). Created here with a deliver subject derived from the name, the two
+    requests are identical, which JetStream accepts; subscribing then binds to the consumer.
+    """
+    from nats.js.api import AckPolicy as JsAckPolicy
+    from nats.js.api import ConsumerConfig
+    from nats.js.api import DeliverPolicy as JsDeliverPolicy
+    from nats.js.errors import NotFoundError
+
+    for stream, durable, subject in _durable_inputs(s):
+        for attempt in range(5):
+            try:
+                await js.consumer_info(stream, durable)
+                break
+            except NotFoundError:
+                pass
+            try:
+                await js.add_consumer(
+                    stream,
+                    ConsumerConfig(
+                        durable_name=durable,
+                        deliver_group=durable,
+                        deliver_subject=f"_INBOX.patrollink.{durable}",
+                        deliver_policy=JsDeliverPolicy.ALL,
+                        ack_policy=JsAckPolicy.EXPLICIT,
+                        filter_subject=subject,
+                    ),
+                )
+                break
+            except Exception as e:  # created meanwhile by another replica with another config: look again
+                log.info("consumer creation raced", consumer=durable, attempt=attempt + 1, detail=str(e))
+                await asyncio.sleep(0.05 * (attempt + 1))
 
 
 def build_app(
@@ -111,11 +169,16 @@ def build_app(
         await broker.connect()
         js = broker.connection.jetstream()
         await ensure_streams(js, subjects, replicas=replicas)
+        await ensure_consumers(js, subjects)
         store = await KVStore(js, subjects, replicas=replicas).open()
         street_graph = graph if graph is not None else district.load_streets()
         state = EngineState(district, street_graph)
         rt.shell = EngineShell(state, store, JetStreamBus(js), subjects, name=name)
         await rt.shell.load()
+        # the district, street graph and loaded state live as long as the process: keep the cyclic
+        # garbage collector from walking them on every full collection (fewer long pauses)
+        gc.collect()
+        gc.freeze()
 
     @app.after_startup
     async def _timers() -> None:

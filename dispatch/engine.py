@@ -49,10 +49,15 @@ from dispatch.events import (
     describe_error,
     encode,
 )
-from dispatch.store import Bus, Conflict, Store
+from dispatch.store import Bus, Conflict, Deleted, Store
 from dispatch.subjects import Subjects
 
 log = structlog.get_logger("dispatch.engine")
+import os as _os, json as _json
+_DBG: list = []
+def _dbg(*a):
+    if len(_DBG) < 2_000_000:
+        _DBG.append((time.time(),) + a)
 
 MAX_CONFLICT_RETRIES = 8
 RESEND_CLOSED_WITHIN_S = 600.0
@@ -124,9 +129,23 @@ class EngineShell:
         """Run one decision to completion. Returns a refusal reason, if the core refused the input."""
         msg_id = _msg_id(inp)
         sent: list[tuple[str, bytes, str, Any]] = []
-        async with self.lock:
-            refreshed = False
-            for _ in range(MAX_CONFLICT_RETRIES):
+        refreshed = False
+        conflicts = 0
+        first = True
+        known_at_start = False
+        for _ in range(MAX_CONFLICT_RETRIES):
+            if conflicts:
+                # Lost a record to another replica: give the bucket watch (which needs the lock) a moment
+                # to bring in what the others wrote, or every retry discovers one more stale unit.
+                await asyncio.sleep(0.002 * conflicts)
+            async with self.lock:
+                if first:
+                    known_at_start = msg_id is not None and msg_id in self.state.seen
+                    first = False
+                elif msg_id is not None and not known_at_start:
+                    # the same delivery, tried again: whatever noted its id meanwhile (a bucket record of
+                    # an attempt that was undone) must not make it look like a replay
+                    self.state.seen.pop(msg_id, None)
                 # the core changes the state in place; keep the records as they were, to undo a failed attempt
                 before = (dict(self.state.units), dict(self.state.incidents))
                 try:
@@ -134,8 +153,14 @@ class EngineShell:
                 except Exception:
                     await self._recover(msg_id)
                     raise
+                if not cmds and getattr(inp, "redelivered", False):
+                    log.info("redelivered input was handled before: nothing to do")
                 refusal = next((c.reason for c in cmds if isinstance(c, Reject)), None)
                 if refusal is not None:
+                    # A refusal can come after the core changed records in place (a reply whose transition
+                    # is refused after the unit was released): put them back, or the next decision would
+                    # take a unit the buckets still give to an order.
+                    self._restore(before)
                     if isinstance(inp, ReplyIn) and not refreshed:
                         # Another replica may have sent the order a moment ago (our bucket watch lags) or
                         # the refused attempt may have changed what it touched: read both again, decide again.
@@ -148,6 +173,7 @@ class EngineShell:
                     await self._persist(saves, before)
                 except Conflict as e:
                     self.conflicts += 1
+                    conflicts += 1
                     log.info("conflict", record=e.rec.id, detail=str(e))
                     if msg_id is not None:
                         self.state.seen.pop(msg_id, None)
@@ -161,9 +187,10 @@ class EngineShell:
                         sent.append(await self._publish(c.message))
                         _log_publish(c.message)
                 break
-            else:
+        else:
+            async with self.lock:
                 await self._recover(msg_id)
-                raise RuntimeError(f"gave up after {MAX_CONFLICT_RETRIES} conflicting writes")
+            raise RuntimeError(f"gave up after {MAX_CONFLICT_RETRIES} conflicting writes")
         if sent:
             # The broker's acknowledgements are awaited in the background: the decision is durable
             # already (the incident's outbox holds these messages until the next decision), and the
@@ -216,6 +243,9 @@ class EngineShell:
                     else:
                         written.append((rec, res))
                         self.state.stored(rec, res)
+                        if isinstance(rec, UnitRec):
+                            _b = before[0].get(rec.id)
+                            _dbg("W", rec.id, rec.rev, res, rec.state.value, rec.order, _b.rev if _b else None, _b.state.value if _b else None, _b.order if _b else None)
                 if failed is not None:
                     raise failed
         except Exception:
@@ -231,9 +261,24 @@ class EngineShell:
                 if prev is None:
                     await self.store.delete(type(rec), rec.id, rev)  # an incident this attempt created
                 else:
-                    await self.store.save(prev.model_copy(update={"rev": rev}))
+                    r2 = await self.store.save(prev.model_copy(update={"rev": rev}))
+                    if isinstance(prev, UnitRec):
+                        _dbg("U", prev.id, rev, r2, prev.state.value, prev.order)
             except Exception as e:  # somebody wrote it since: their version stands
                 log.warning("undo failed", record=rec.id, detail=str(e))
+
+    def _restore(self, before: tuple[dict[str, UnitRec], dict[str, IncidentRec]]) -> None:
+        """Put back every unit and incident record a refused decision replaced in memory."""
+        units, incidents = before
+        for uid, rec in units.items():
+            if self.state.units.get(uid) is not rec:
+                self.state.put_unit(rec)
+        for iid in [i for i in self.state.incidents if i not in incidents]:
+            self.state.forget_incident(iid)  # opened by the refused decision
+        for iid, rec in incidents.items():
+            if self.state.incidents.get(iid) is not rec:
+                self.state.forget_incident(iid)
+                self.state.put_incident(rec)
 
     async def _refresh(self, unit_id: str, incident_id: str) -> None:
         """Replace one unit and one incident by what the buckets hold now."""
@@ -260,7 +305,8 @@ class EngineShell:
                 async for rec in it:
                     if rec is None:
                         break
-                    decide(fresh, Loaded(rec), self.clock())
+                    if not isinstance(rec, Deleted):
+                        decide(fresh, Loaded(rec), self.clock())
             finally:
                 await it.aclose()  # type: ignore[attr-defined]
             self.state = fresh
@@ -277,6 +323,7 @@ class EngineShell:
                     base = self.state.units[rec.id]
                     fresh = UnitRec(id=rec.id, callsign=base.callsign, kind=base.kind, mode=base.mode, talkgroup=base.talkgroup)
                 self.state.put_unit(fresh)  # type: ignore[arg-type]
+                _dbg("R", fresh.id, fresh.rev, fresh.state.value, fresh.order)
             elif fresh is None:
                 self.state.forget_incident(rec.id)
             else:
@@ -312,6 +359,8 @@ class EngineShell:
             rec = await it.__anext__()
             if rec is None:
                 break
+            if isinstance(rec, Deleted):
+                continue
             decide(self.state, Loaded(rec), self.clock())
             if isinstance(rec, UnitRec):
                 n_units += 1
@@ -358,16 +407,36 @@ class EngineShell:
             async for rec in it:
                 if rec is None:
                     continue
+                if isinstance(rec, Deleted):
+                    async with self.lock:
+                        self._forget_deleted(rec)
+                    continue
                 table = self.state.units if isinstance(rec, UnitRec) else self.state.incidents
                 cur = table.get(rec.id)
                 if cur is not None and cur.rev >= rec.rev:
                     continue  # our own write coming back, or older
                 async with self.lock:
                     decide(self.state, Loaded(rec), self.clock())
+                    if isinstance(rec, UnitRec):
+                        cu = self.state.units.get(rec.id)
+                        _dbg("F", rec.id, rec.rev, rec.state.value, rec.order, cu.rev if cu else None, cu.state.value if cu else None)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("bucket watch failed")
+
+    def _forget_deleted(self, d: Deleted) -> None:
+        """An incident another replica created and then undid: drop it, and the alert ids its record
+        brought into `seen`, or their redelivery would be taken for a replay."""
+        if d.kind is not IncidentRec:
+            return
+        cur = self.state.incidents.get(d.id)
+        if cur is None or cur.rev >= d.rev:
+            return
+        self.state.forget_incident(d.id)
+        for aid in cur.alert_ids:
+            if self.state.seen.get(aid) == cur.updated_at:
+                self.state.seen.pop(aid, None)
 
     async def run_timers(self, every_s: float = 0.1) -> None:
         """Fire acknowledgement deadlines (also those that passed while the engine was down)."""
@@ -388,6 +457,10 @@ class EngineShell:
         self._tasks.append(asyncio.create_task(self.run_timers()))
 
     async def stop(self) -> None:
+        if _os.environ.get("PATROLLINK_DBG"):
+            with open(_os.environ["PATROLLINK_DBG"] + "." + self.name, "w") as f:
+                for row in _DBG:
+                    f.write(_json.dumps(row, default=str) + "\n")
         if self._confirming:
             await asyncio.wait(list(self._confirming), timeout=5.0)
         for t in self._tasks:

@@ -9,6 +9,7 @@ in-memory test broker. The engine shell only sees the two Protocols.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
@@ -18,6 +19,15 @@ from dispatch.core.records import IncidentRec, UnitRec
 from dispatch.subjects import Subjects
 
 Rec = UnitRec | IncidentRec
+
+
+@dataclass(frozen=True)
+class Deleted:
+    """A watch item: the record was deleted (a decision undone: an incident it created)."""
+
+    kind: type[UnitRec] | type[IncidentRec]
+    id: str
+    rev: int
 
 
 class Conflict(Exception):
@@ -37,8 +47,8 @@ class Store(Protocol):
     async def delete(self, kind: type[Rec], key: str, rev: int) -> None:
         """Remove the record if the bucket still holds revision rev (undoing a record just created)."""
 
-    def watch(self) -> AsyncIterator[Rec | None]:
-        """Every record now stored, then None, then every later change."""
+    def watch(self) -> AsyncIterator[Rec | Deleted | None]:
+        """Every record now stored, then None, then every later change (a deletion as `Deleted`)."""
 
 
 class Bus(Protocol):
@@ -56,7 +66,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self.data: dict[tuple[str, str], tuple[int, bytes]] = {}
         self._rev = 0
-        self._changes: asyncio.Queue[Rec] = asyncio.Queue()
+        self._changes: asyncio.Queue[Rec | Deleted] = asyncio.Queue()
 
     async def save(self, rec: Rec) -> int:
         key = (type(rec).__name__, rec.id)
@@ -73,6 +83,8 @@ class MemoryStore:
         if cur is None or cur[0] != rev:
             raise Conflict(kind.model_construct(id=key, rev=rev))
         del self.data[(kind.__name__, key)]
+        self._rev += 1
+        self._changes.put_nowait(Deleted(kind, key, self._rev))
 
     async def get(self, kind: type[Rec], key: str) -> Rec | None:
         cur = self.data.get((kind.__name__, key))
@@ -80,7 +92,7 @@ class MemoryStore:
             return None
         return kind.model_validate_json(cur[1]).model_copy(update={"rev": cur[0]})
 
-    async def watch(self) -> AsyncIterator[Rec | None]:
+    async def watch(self) -> AsyncIterator[Rec | Deleted | None]:
         for (kind, key), (rev, body) in list(self.data.items()):
             cls = UnitRec if kind == "UnitRec" else IncidentRec
             yield cls.model_validate_json(body).model_copy(update={"rev": rev})
@@ -173,9 +185,9 @@ class KVStore:
             return None
         return kind.model_validate_json(entry.value).model_copy(update={"rev": entry.revision})
 
-    async def watch(self) -> AsyncIterator[Rec | None]:
-        """Initial values of both buckets, then None, then changes of either."""
-        queue: asyncio.Queue[Rec | None | BaseException] = asyncio.Queue()
+    async def watch(self) -> AsyncIterator[Rec | Deleted | None]:
+        """Initial values of both buckets, then None, then changes of either (deletions as `Deleted`)."""
+        queue: asyncio.Queue[Rec | Deleted | None | BaseException] = asyncio.Queue()
         done = {"n": 0}
 
         async def pump(kv: Any, cls: type[Rec]) -> None:
@@ -187,8 +199,12 @@ class KVStore:
                         if done["n"] == 2:
                             queue.put_nowait(None)
                         continue
-                    if entry.value is None or entry.operation is not None:
-                        continue  # deletes and purges
+                    if entry.operation is not None:  # delete or purge
+                        if done["n"] == 2:  # a change after the initial values: replicas must forget it
+                            queue.put_nowait(Deleted(cls, entry.key, entry.revision))
+                        continue
+                    if entry.value is None:
+                        continue
                     queue.put_nowait(cls.model_validate_json(entry.value).model_copy(update={"rev": entry.revision}))
             except asyncio.CancelledError:
                 raise
