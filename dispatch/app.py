@@ -97,6 +97,17 @@ def register(broker: NatsBroker, rt: EngineRuntime) -> None:
         title="replies",
         description="acknowledgements and status replies from units",
     )(handle)
+    broker.subscriber(
+        s.all_incident_actions,
+        stream=JStream(s.stream_ops, declare=False),
+        durable=f"{q}_ops",
+        queue=f"{q}_ops",
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        decoder=_as_is,
+        title="operator actions",
+        description="close, cancel, reassign, escalate from the consoles",
+    )(handle)
     broker.subscriber(s.all_unit_positions, queue=q, decoder=_as_is, title="positions")(handle)
     broker.subscriber(s.all_unit_status, queue=q, decoder=_as_is, title="status")(handle)
 
@@ -104,7 +115,11 @@ def register(broker: NatsBroker, rt: EngineRuntime) -> None:
 def _durable_inputs(s: Subjects) -> list[tuple[str, str, str]]:
     """(stream, durable consumer = deliver group, filter subject) of the inputs register() reads from JetStream."""
     q = s.engine_queue
-    return [(s.stream_alerts, f"{q}_alerts", s.all_alerts), (s.stream_radio, f"{q}_replies", s.all_replies)]
+    return [
+        (s.stream_alerts, f"{q}_alerts", s.all_alerts),
+        (s.stream_radio, f"{q}_replies", s.all_replies),
+        (s.stream_ops, f"{q}_ops", s.all_incident_actions),
+    ]
 
 
 async def ensure_consumers(js: Any, s: Subjects) -> None:

@@ -23,6 +23,9 @@ from pydantic import ValidationError
 
 from dispatch.core.decide import (
     AlertIn,
+    CloseIncident,
+    Escalate,
+    Reassign,
     EngineState,
     Input,
     Loaded,
@@ -39,6 +42,7 @@ from dispatch.core.records import IncidentRec, UnitRec
 from dispatch.events import (
     Alert,
     Broadcast,
+    IncidentAction,
     DispatchOrder,
     IncidentEvent,
     Message,
@@ -103,11 +107,16 @@ class EngineShell:
                 inp = PositionIn(UnitPosition.model_validate_json(data))
             elif kind[0] == "units" and kind[-1] == "status":
                 inp = StatusIn(UnitStatus.model_validate_json(data))
+            elif kind[0] == "ops" and len(kind) == 4 and kind[1] == "incident":
+                inp = _action_input(IncidentAction.model_validate_json(data), kind)
             else:
                 await self.deadletter(subject, data, f"no handler for subject {subject}")
                 return
         except ValidationError as e:
             await self.deadletter(subject, data, _why_invalid(e, data))
+            return
+        except _ActionMismatch as e:
+            await self.deadletter(subject, data, str(e))
             return
         mismatch = _subject_mismatch(kind, inp)
         if mismatch is not None:
@@ -471,6 +480,24 @@ class EngineShell:
             except (asyncio.CancelledError, Exception):
                 pass
         self._tasks.clear()
+
+
+class _ActionMismatch(ValueError):
+    pass
+
+
+def _action_input(a: IncidentAction, tokens: list[str]) -> Input:
+    """An operator's action as the core's input; the subject must name the same incident and action."""
+    if a.incident_id != tokens[2] or a.action != tokens[3]:
+        raise _ActionMismatch(
+            f"action {a.action!r} on incident {a.incident_id!r} does not match subject {'.'.join(tokens)!r}"
+        )
+    who = f"{a.operator}@{a.console}"
+    if a.action in ("close", "cancel"):
+        return CloseIncident(incident_id=a.incident_id, by=who, disposition=a.disposition or a.reason, cancel=a.action == "cancel")
+    if a.action == "reassign":
+        return Reassign(incident_id=a.incident_id, by=who, reason=a.reason)
+    return Escalate(incident_id=a.incident_id, by=who, reason=a.reason)
 
 
 def _subject_mismatch(tokens: list[str], inp: Input) -> str | None:

@@ -421,35 +421,27 @@ class CameraFeedback(Message):
     operator: str | None = Field(None, max_length=64, description="who judged it")
 
 
-class CommandAction(StrEnum):
-    close = "close"
-    cancel = "cancel"
-    reassign = "reassign"
-    escalate = "escalate"
+class IncidentAction(Message):
+    """An operator's or supervisor's decision about one incident, on ops.incident.<id>.<action>
+    (JetStream stream OPS, so every action is kept with who took it)."""
 
-
-class IncidentCommand(Message):
-    """An operator's or supervisor's action on an incident (request on commands.incident.<id>)."""
-
-    incident_id: str = Field(..., max_length=64, description="the incident acted on; the subject names it too")
-    action: CommandAction = Field(..., description="close (dealt with), cancel (false alarm), reassign (withdraw the unit and choose another), escalate")
-    by: str = Field(..., min_length=1, max_length=64, description="who did it (operator or supervisor id), for the record")
-    reason: str = Field("", max_length=300, description="disposition or reason, for the record")
-
-
-class CommandResult(Message):
-    """The engine's answer to an IncidentCommand."""
-
-    incident_id: str = Field(..., max_length=64, description="the incident acted on")
-    ok: bool = Field(..., description="true if the engine carried it out")
-    detail: str = Field("", max_length=500, description="what happened, or why it was refused")
+    incident_id: str = Field(..., max_length=64, description="the incident")
+    action: Literal["close", "cancel", "reassign", "escalate"] = Field(
+        ..., description="close (resolved with a disposition), cancel (false alarm / not needed), "
+        "reassign (withdraw the order and choose again without that unit), escalate (tell supervisors now)"
+    )
+    operator: str = Field(..., min_length=1, max_length=64, description="who decided (console user name)")
+    console: str = Field(..., min_length=1, max_length=64, description="console id")
+    disposition: str = Field("", max_length=300, description="close / cancel: the outcome, for the record")
+    reason: str = Field("", max_length=300, description="reassign / escalate: why")
+    unit: str | None = Field(None, max_length=64, description="reassign: a unit the operator prefers (the engine still checks it; null: the engine chooses)")
 
 
 PAYLOADS: dict[str, type[Message]] = {
     m.__name__: m
     for m in (
         Alert, CameraHealth, UnitPosition, UnitStatus, DispatchOrder, OrderReply, Broadcast, IncidentEvent, Rejected,
-        CameraControl, CameraControlState, CameraFeedback, IncidentCommand, CommandResult,
+        CameraControl, CameraControlState, CameraFeedback, IncidentAction,
     )
 }
 

@@ -251,6 +251,7 @@ async def ensure_streams(js: Any, subjects: Subjects, replicas: int = 1, duplica
         (subjects.stream_radio, [subjects._p("radio.>")], "orders, replies and talkgroup traffic"),
         (subjects.stream_incidents, [subjects.all_incident_events], "every decision about every incident"),
         (subjects.stream_deadletter, [subjects.all_deadletters], "input somebody refused, with the reason"),
+        (subjects.stream_ops, [subjects.all_ops], "operator actions on incidents and verdicts on camera alerts"),
     ]
     for name, subs, what in specs:
         cfg = StreamConfig(

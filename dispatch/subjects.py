@@ -104,13 +104,21 @@ class Subjects:
     def all_incident_events(self) -> str:
         return self._p("incidents.>")
 
-    # -- operator actions (core NATS request/reply, one engine replica answers)
-    def incident_command(self, incident_id: str) -> str:
-        return self._p(f"commands.incident.{incident_id}")
+    # -- operator actions and verdicts (stream OPS)
+    def incident_action(self, incident_id: str, action: str) -> str:
+        return self._p(f"ops.incident.{incident_id}.{action}")
 
     @property
-    def all_incident_commands(self) -> str:
-        return self._p("commands.incident.*")
+    def all_incident_actions(self) -> str:
+        return self._p("ops.incident.>")
+
+    def verdict(self, camera_id: str) -> str:
+        """A camera alert confirmed or dismissed at a console, seen by every console."""
+        return self._p(f"ops.verdict.{camera_id}")
+
+    @property
+    def all_ops(self) -> str:
+        return self._p("ops.>")
 
     # -- dead letters
     def deadletter(self, subject: str) -> str:
@@ -135,6 +143,10 @@ class Subjects:
     @property
     def stream_incidents(self) -> str:
         return self._n("INCIDENTS")
+
+    @property
+    def stream_ops(self) -> str:
+        return self._n("OPS")
 
     @property
     def stream_deadletter(self) -> str:

@@ -29,7 +29,8 @@ SUBJECTS = [
     ("radio.talkgroup.<group>", "Broadcast", "engine -> many units", "RADIO"),
     ("radio.talkgroup.<group>.drill.<exercise>", "Broadcast", "engine -> the units of that drill", "RADIO"),
     ("incidents.<incident_id>.<event>", "IncidentEvent", "engine -> console, audit", "INCIDENTS"),
-    ("commands.incident.<incident_id>", "IncidentCommand -> CommandResult", "console -> engine (request/reply)", "-"),
+    ("ops.incident.<incident_id>.<action>", "IncidentAction", "console -> engine (close, cancel, reassign, escalate)", "OPS"),
+    ("ops.verdict.<camera_id>", "CameraFeedback", "console -> every console, camera statistics", "OPS"),
     ("deadletter.<subject>", "Rejected", "anyone who refuses input", "DEADLETTER"),
 ]
 
