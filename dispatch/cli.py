@@ -339,10 +339,24 @@ def cmd_run(a: argparse.Namespace) -> int:
             trickle = Trickle(district, urls, prefix=a.prefix, seed=a.seed, alert_every_s=a.alert_every)
             await trickle.start()
             stack.push_async_callback(trickle.stop)
+            from adapters.console.server import start_for_run
+
+            console, made, users_file = await start_for_run(
+                district, urls, prefix=a.prefix, state_dir=Path(a.state_dir), port=a.console_port
+            )
+            stack.push_async_callback(console.stop)
+            accounts = (
+                f"  accounts:   demo passwords in {Path(a.state_dir) / 'console-demo-accounts.txt'}\n"
+                if made or (Path(a.state_dir) / "console-demo-accounts.txt").exists()
+                else f"  accounts:   {users_file} (add with: patrollink console adduser NAME --role operator)\n"
+            )
             print(
                 "\nPatrolLink is running on district "
                 f"{district.name}: {len(district.units)} simulated units, {len(district.cameras)} cameras, "
                 f"a simulated alert about every {a.alert_every:.0f} s.\n"
+                f"  console:    {console.url}/console   (operators)\n"
+                f"  terminal:   {console.url}/terminal  (patrol units, phone-sized)\n"
+                f"{accounts}"
                 f"  NATS:       {', '.join(urls)}\n"
                 f"  follow it:  .venv/bin/patrollink tail\n"
                 f"  tables:     .venv/bin/patrollink incidents   |   .venv/bin/patrollink units\n"
@@ -379,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         if name == "run":
             e.add_argument("--seed", type=int, default=1)
             e.add_argument("--alert-every", type=float, default=20.0, help="mean seconds between simulated alerts")
+            e.add_argument("--console-port", type=int, default=8080, help="web console port on 127.0.0.1 (0: any free port)")
         e.set_defaults(func=func)
 
     n = sub.add_parser("nats", help="run the embedded nats-server alone")

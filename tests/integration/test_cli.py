@@ -124,7 +124,7 @@ def test_run_starts_everything_dispatches_simulated_alerts_and_stops_cleanly_on_
     env = {**os.environ, "PATROLLINK_STATE": str(tmp_path / "state")}
     env.pop("PATROLLINK_NATS", None)
     proc = subprocess.Popen(
-        [*PATROLLINK, "run", "--alert-every", "1", "--state-dir", str(tmp_path / "state")],
+        [*PATROLLINK, "run", "--alert-every", "1", "--state-dir", str(tmp_path / "state"), "--console-port", "0"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     try:
@@ -138,6 +138,7 @@ def test_run_starts_everything_dispatches_simulated_alerts_and_stops_cleanly_on_
         text = "".join(banner)
         assert "nats-server (embedded, JetStream) at nats://127.0.0.1:" in text
         assert "PatrolLink is running on district Tieshan" in text and "patrollink tail" in text
+        assert "console:    http://127.0.0.1:" in text and "/terminal" in text
         seen = ""
         while time.monotonic() < deadline:
             res = subprocess.run([*PATROLLINK, "incidents", "--all"], cwd=REPO, env=env, capture_output=True, text=True, timeout=30)
