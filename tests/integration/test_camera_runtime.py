@@ -142,7 +142,7 @@ def cam(cid: str, stream: str, offline_s: float = 2.0, **extra: Any) -> dict[str
 
 
 def make_runner(cams: list[dict[str, Any]], servers: list[str], prefix: str, tmp: Path, state: str = "state", **kw: Any):
-    from conftest import make_district
+    from district_fixtures import make_district
 
     from adapters.camera.runner import CameraRunner
 
@@ -509,7 +509,7 @@ async def test_the_outbox_survives_a_restart_of_the_adapter(nats_server, nc, fre
 
 
 def test_a_second_adapter_on_the_same_state_dir_is_refused(tmp_path):
-    from conftest import make_district
+    from district_fixtures import make_district
 
     from adapters.camera.runner import CameraRunner, StateDirBusy
 
@@ -525,7 +525,7 @@ def test_a_second_adapter_on_the_same_state_dir_is_refused(tmp_path):
 
 
 def test_unknown_cameras_and_a_missing_server_are_refused():
-    from conftest import make_district
+    from district_fixtures import make_district
 
     from adapters.camera.runner import CameraRunner
 

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from conftest import RIVER_LATS, make_district, make_river_graph
+from district_fixtures import RIVER_LATS, make_district, make_river_graph
 from nats.js.api import StorageType
 
 from dispatch.app import EngineRuntime, build_app

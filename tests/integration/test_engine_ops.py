@@ -6,7 +6,7 @@ import asyncio
 import json
 
 import pytest
-from conftest import make_district, make_river_graph
+from district_fixtures import make_district, make_river_graph
 
 from dispatch.app import build_app
 from dispatch.events import Alert, AlertSource, Area, IncidentAction, UnitPosition, encode

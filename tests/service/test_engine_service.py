@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from conftest import RIVER_LATS, make_district, make_river_graph
+from district_fixtures import RIVER_LATS, make_district, make_river_graph
 from faststream.nats import NatsBroker, NatsMessage, TestNatsBroker
 
 from dispatch.app import EngineRuntime, register

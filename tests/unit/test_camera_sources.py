@@ -325,7 +325,7 @@ def test_outbox_keeps_snapshots_across_a_restart(tmp_path):
 
 
 def _camera():
-    from conftest import make_district
+    from district_fixtures import make_district
 
     return make_district().cameras[0], make_district().policy
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from conftest import BRIDGE_LON, make_district, make_river_graph
+from district_fixtures import BRIDGE_LON, make_district, make_river_graph
 
 from dispatch.core.decide import (
     AlertIn,
