@@ -57,11 +57,6 @@ from dispatch.store import Bus, Conflict, Deleted, Store
 from dispatch.subjects import Subjects
 
 log = structlog.get_logger("dispatch.engine")
-import os as _os, json as _json
-_DBG: list = []
-def _dbg(*a):
-    if len(_DBG) < 2_000_000:
-        _DBG.append((time.time(),) + a)
 
 MAX_CONFLICT_RETRIES = 8
 RESEND_CLOSED_WITHIN_S = 600.0
@@ -252,9 +247,6 @@ class EngineShell:
                     else:
                         written.append((rec, res))
                         self.state.stored(rec, res)
-                        if isinstance(rec, UnitRec):
-                            _b = before[0].get(rec.id)
-                            _dbg("W", rec.id, rec.rev, res, rec.state.value, rec.order, _b.rev if _b else None, _b.state.value if _b else None, _b.order if _b else None)
                 if failed is not None:
                     raise failed
         except Exception:
@@ -270,9 +262,7 @@ class EngineShell:
                 if prev is None:
                     await self.store.delete(type(rec), rec.id, rev)  # an incident this attempt created
                 else:
-                    r2 = await self.store.save(prev.model_copy(update={"rev": rev}))
-                    if isinstance(prev, UnitRec):
-                        _dbg("U", prev.id, rev, r2, prev.state.value, prev.order)
+                    await self.store.save(prev.model_copy(update={"rev": rev}))
             except Exception as e:  # somebody wrote it since: their version stands
                 log.warning("undo failed", record=rec.id, detail=str(e))
 
@@ -332,7 +322,6 @@ class EngineShell:
                     base = self.state.units[rec.id]
                     fresh = UnitRec(id=rec.id, callsign=base.callsign, kind=base.kind, mode=base.mode, talkgroup=base.talkgroup)
                 self.state.put_unit(fresh)  # type: ignore[arg-type]
-                _dbg("R", fresh.id, fresh.rev, fresh.state.value, fresh.order)
             elif fresh is None:
                 self.state.forget_incident(rec.id)
             else:
@@ -426,9 +415,6 @@ class EngineShell:
                     continue  # our own write coming back, or older
                 async with self.lock:
                     decide(self.state, Loaded(rec), self.clock())
-                    if isinstance(rec, UnitRec):
-                        cu = self.state.units.get(rec.id)
-                        _dbg("F", rec.id, rec.rev, rec.state.value, rec.order, cu.rev if cu else None, cu.state.value if cu else None)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -466,10 +452,6 @@ class EngineShell:
         self._tasks.append(asyncio.create_task(self.run_timers()))
 
     async def stop(self) -> None:
-        if _os.environ.get("PATROLLINK_DBG"):
-            with open(_os.environ["PATROLLINK_DBG"] + "." + self.name, "w") as f:
-                for row in _DBG:
-                    f.write(_json.dumps(row, default=str) + "\n")
         if self._confirming:
             await asyncio.wait(list(self._confirming), timeout=5.0)
         for t in self._tasks:

@@ -559,6 +559,10 @@ class _Decision:
             other = s.incidents.get(u.incident)
             if other is None or other.priority not in pol.preemptable_priorities or other.exercise != inc.exercise:
                 return "its incident may not be pre-empted"
+            if other.unit != u.id or other.order != u.order or other.state not in (
+                IncidentState.assigned, IncidentState.acknowledged, IncidentState.en_route
+            ):
+                return "its incident's record is not in step with the unit's yet"  # another replica's write in flight
             return base(u.model_copy(update={"state": UnitState.available}))
 
         alt = self._choose(inc, why_not)
