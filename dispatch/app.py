@@ -75,50 +75,28 @@ def register(broker: NatsBroker, rt: EngineRuntime) -> None:
         await shell.ready.wait()
         await shell.on_raw(msg.raw_message.subject, msg.body, _redelivered(msg))
 
-    broker.subscriber(
-        s.all_alerts,
-        stream=JStream(s.stream_alerts, declare=False),
-        durable=f"{q}_alerts",
-        queue=f"{q}_alerts",
-        deliver_policy=DeliverPolicy.ALL,
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-        decoder=_as_is,
-        title="alerts",
-        description="camera and operator alerts",
-    )(handle)
-    broker.subscriber(
-        s.all_replies,
-        stream=JStream(s.stream_radio, declare=False),
-        durable=f"{q}_replies",
-        queue=f"{q}_replies",
-        deliver_policy=DeliverPolicy.ALL,
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-        decoder=_as_is,
-        title="replies",
-        description="acknowledgements and status replies from units",
-    )(handle)
-    broker.subscriber(
-        s.all_incident_actions,
-        stream=JStream(s.stream_ops, declare=False),
-        durable=f"{q}_ops",
-        queue=f"{q}_ops",
-        deliver_policy=DeliverPolicy.ALL,
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-        decoder=_as_is,
-        title="operator actions",
-        description="close, cancel, reassign, escalate from the consoles",
-    )(handle)
+    for stream, durable, subject, title in _durable_inputs(s):
+        broker.subscriber(
+            subject,
+            stream=JStream(stream, declare=False),
+            durable=durable,
+            queue=durable,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            decoder=_as_is,
+            title=title,
+        )(handle)
     broker.subscriber(s.all_unit_positions, queue=q, decoder=_as_is, title="positions")(handle)
     broker.subscriber(s.all_unit_status, queue=q, decoder=_as_is, title="status")(handle)
 
 
-def _durable_inputs(s: Subjects) -> list[tuple[str, str, str]]:
-    """(stream, durable consumer = deliver group, filter subject) of the inputs register() reads from JetStream."""
+def _durable_inputs(s: Subjects) -> list[tuple[str, str, str, str]]:
+    """(stream, durable consumer = deliver group, filter subject, title) of the inputs read from JetStream."""
     q = s.engine_queue
     return [
-        (s.stream_alerts, f"{q}_alerts", s.all_alerts),
-        (s.stream_radio, f"{q}_replies", s.all_replies),
-        (s.stream_ops, f"{q}_ops", s.all_incident_actions),
+        (s.stream_alerts, f"{q}_alerts", s.all_alerts, "alerts from cameras and operators"),
+        (s.stream_radio, f"{q}_replies", s.all_replies, "replies from units"),
+        (s.stream_ops, f"{q}_ops", s.all_incident_actions, "operator actions: close, cancel, reassign, escalate"),
     ]
 
 
@@ -135,7 +113,7 @@ async def ensure_consumers(js: Any, s: Subjects) -> None:
     from nats.js.api import DeliverPolicy as JsDeliverPolicy
     from nats.js.errors import NotFoundError
 
-    for stream, durable, subject in _durable_inputs(s):
+    for stream, durable, subject, _ in _durable_inputs(s):
         for attempt in range(5):
             try:
                 await js.consumer_info(stream, durable)
