@@ -67,6 +67,10 @@ that a background model can settle on empty frames first.
     busy               ~54 people over 60 s, 6-10 in view at once, both pavements both ways and
                        some crossing; two cars; 66 s
 
+Drills (simulators/drill.py) script incidents into a scene while it is being served:
+``Scene.add_incident(kind, start)`` (intrusion, loitering, fight, crowd, camera_covered,
+stream_dies; seeded variations; thread-safe against the renderer).
+
 Every event of a scene (``Scene.events()``; ``write_clip`` writes them) has ``kind``
 (intrusion, loitering, crowd, running, fight, lights_on, camera_tamper, camera_offline,
 vehicle), ``incident_kind`` (the contract's IncidentKind value an alert should carry, None
@@ -81,6 +85,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -379,6 +384,9 @@ class Scene:
         self._incidents: list[dict[str, Any]] = []
         self._cam: list[_CamEvent] = []
         self._n = 0
+        # scripting while the scene is being served (drills inject incidents into a live camera):
+        # add_incident and _compose take this lock, so a frame never sees half an incident
+        self._script_lock = threading.RLock()
         self._rng = _stable_rng(self.seed, "scene")
         self._lookup_cache: tuple[float, Any] | None = None
         rng = _stable_rng(self.seed, "drift")
@@ -625,6 +633,68 @@ class Scene:
         the MJPEG server honours it."""
         self._lookup_cache = None
         self._cam.append(_CamEvent("stream_dies", t, seconds))
+
+    # ------------------------------------------------------------------ drill incidents
+
+    INCIDENTS = ("intrusion", "loitering", "fight", "crowd", "camera_covered", "stream_dies")
+    """What `add_incident` scripts (drills: simulators/drill.py)."""
+
+    def add_incident(self, kind: str, start: float, *, seconds: float | None = None, variant: int = 0,
+                     people: int = 7) -> dict[str, Any]:
+        """Script one drill incident whose actors appear (or whose camera event begins) at scene time `start`.
+
+        Safe to call while the scene is being served: a frame is composed either before or after
+        the whole incident is added. `variant` picks a seeded variation (side, spot); `seconds` is
+        how long it lasts where that is a choice (loitering: standing time, default 40; fight:
+        scuffle, default 20; crowd: standing together, default 30; camera_covered: default 20;
+        stream_dies: None = for good). Returns ``{"kind", "incident_kind", "start", "ids",
+        "seconds"}``; ``ids`` are the truth ids of its actors, to find its events in `events()`:
+
+            intrusion       a person walks along the near pavement, crosses into the gate and away
+                            along the far pavement (enters the gate zone ~2.4 s after `start`)
+            loitering       a person walks to the gate and stands there `seconds` (from ~4 s after `start`)
+            fight           two people walk up from either side and scuffle in front of the gate from `start` + 4 s
+                            for `seconds`, then leave (one running); they cross the gate zone (intrusion too)
+            crowd           `people` converge on the street in front of the gate (all there at `start` + 10 s)
+            camera_covered  the camera is covered at `start` for `seconds`
+            stream_dies     the live stream stops sending at `start` for `seconds` (None: for good)
+        """
+        if kind not in self.INCIDENTS:
+            raise ValueError(f"unknown incident kind {kind!r} (known: {', '.join(self.INCIDENTS)})")
+        rng = _stable_rng(self.seed, "incident", kind, int(variant))
+        mirror = bool(rng.random() < 0.5)
+
+        def mx(path: list[tuple[float, float]]) -> list[tuple[float, float]]:
+            return [(1.0 - x, y) for x, y in path] if mirror else path
+
+        with self._script_lock:
+            self._lookup_cache = None
+            ids: list[str] = []
+            if kind == "intrusion":
+                y_near = float(rng.uniform(0.90, 0.93))
+                path = mx([(-0.08, y_near), (0.14, y_near), (float(rng.uniform(0.42, 0.54)), 0.50), (1.08, 0.48)])
+                ids.append(self.add_person(path, start=start, speed=float(rng.uniform(1.2, 1.45))))
+            elif kind == "loitering":
+                seconds = 40.0 if seconds is None else float(seconds)
+                path = mx([(1.08, 0.50), (float(rng.uniform(0.48, 0.56)), 0.52), (0.40, 0.60), (-0.08, 0.66)])
+                ids.append(self.add_person(path, start=start, stop_at=path_fraction(path, 1, self.aspect), stay_s=seconds))
+            elif kind == "fight":
+                seconds = 20.0 if seconds is None else float(seconds)
+                ids += self.add_scuffle((float(rng.uniform(0.45, 0.55)), float(rng.uniform(0.70, 0.74))), start=start + 4.0,
+                                        seconds=seconds)
+            elif kind == "crowd":
+                seconds = 30.0 if seconds is None else float(seconds)
+                ids += self.add_crowd((float(rng.uniform(0.42, 0.58)), 0.62), n=int(people), start=start, gather_s=10.0,
+                                      stay_s=seconds)
+            elif kind == "camera_covered":
+                seconds = 20.0 if seconds is None else float(seconds)
+                self.cover(start, seconds=seconds)
+            else:  # stream_dies
+                self.stream_dies(start, seconds=seconds)
+            self._lookup_cache = None
+        return {"kind": kind, "incident_kind": INCIDENT_KIND.get({"camera_covered": "camera_tamper",
+                                                                  "stream_dies": "camera_offline"}.get(kind, kind)),
+                "start": float(start), "ids": ids, "seconds": seconds}
 
     def stream_alive(self, t: float) -> bool:
         for e in self._cam:
@@ -1404,6 +1474,10 @@ class Scene:
 
     def _compose(self, t: float) -> tuple[np.ndarray, list[dict[str, Any]], dict[str, Any]]:
         """The scene at t before the sensor (gain, noise): image, actor truth, flags. Cached per t."""
+        with self._script_lock:
+            return self._compose_locked(t)
+
+    def _compose_locked(self, t: float) -> tuple[np.ndarray, list[dict[str, Any]], dict[str, Any]]:
         if self._lookup_cache is not None and self._lookup_cache[0] == t:
             return self._lookup_cache[1]
         W, H = self.width, self.height
