@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 import os
 import random
 import shutil
@@ -710,7 +709,7 @@ class Drill:
             return list(self.nats_urls)
         from dispatch.natsserver import EmbeddedNats
 
-        self.nats_server = EmbeddedNats(self.state_dir / "nats", name=f"patrollink-drill")
+        self.nats_server = EmbeddedNats(self.state_dir / "nats", name="patrollink-drill")
         await self.nats_server.astart()
         stack.push_async_callback(self.nats_server.astop)
         url_file = _current_url_file()
