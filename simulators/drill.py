@@ -597,6 +597,8 @@ class Drill:
         self.ended_wall: float | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self.state_dir: Path = None  # type: ignore[assignment]  # a temporary folder, made by run()
+        self._quiet_since: float | None = None
+        self._engine_stopped = False
         self.errors: list[str] = []
 
     # -- what the progress display and the end condition read
@@ -744,7 +746,12 @@ class Drill:
         self.app, self.engine_rt = build_app(self.rt.district, urls, prefix=self.prefix, name="drill-engine",
                                              graph=self.rt.district.load_streets())
         await self.app.start()
-        stack.push_async_callback(self.app.stop)
+        stack.push_async_callback(self._stop_engine)
+
+    async def _stop_engine(self) -> None:
+        if self.app is not None and not self._engine_stopped:
+            self._engine_stopped = True
+            await self.app.stop()
 
     async def _inject_request(self, req: dict[str, Any]) -> dict[str, Any]:
         rec = await self.rt.inject(req)
@@ -831,7 +838,17 @@ class Drill:
         states: dict[str, str] = {}
         for e in sorted(self.rt.events.values(), key=lambda e: (e.incident_id, e.seq)):
             states[e.incident_id] = e.state
-        return all(st in ("resolved", "cancelled") for st in states.values())
+        if not all(st in ("resolved", "cancelled") for st in states.values()):
+            self._quiet_since = None
+            return False
+        # everything is closed; end once the cameras are quiet too (no detection event in progress, nothing
+        # unsent, no incident event for a moment), or a minute later whatever they do
+        if self._quiet_since is None:
+            self._quiet_since = _now()
+        runner = self.rt.runner
+        busy = runner is not None and (runner.backlog > 0 or any(c.open_events for c in runner.cams.values()))
+        last = max((e.time.timestamp() for e in self.rt.events.values()), default=0.0)
+        return (not busy and _now() - last > 1.5) or _now() - self._quiet_since > 60.0
 
     async def _until_done(self) -> None:
         progress = Progress(self, self.progress_stream, self.progress_enabled)
@@ -861,6 +878,10 @@ class Drill:
             with contextlib.suppress(Exception):
                 await rt.runner.stop()  # drains its outbox: every alert raised is stored before we count
             runner_alerts = sum(c.alerts for c in rt.runner.cams.values())
+        if self.engine == "own":  # let it take in the last alerts, then stop it: the stream is final when read
+            await asyncio.sleep(0.5)
+            with contextlib.suppress(Exception):
+                await self._stop_engine()
         since = datetime.fromtimestamp(self.clock.wall0 - 5.0, timezone.utc)
         s = Subjects(self.prefix)
         events = [IncidentEvent.model_validate_json(m.data) for m in await read_stream(rt.nc, s.stream_incidents, s.all_incident_events, since)]
