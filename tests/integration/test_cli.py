@@ -41,14 +41,15 @@ async def tieshan_engine(nats_server, nc, fresh_prefix):
     # every unit on duty at home; positions are core NATS (fire and forget, like a radio's), so a
     # report sent while the engine's subscription is still settling is sent again, as a radio would
     for _ in range(50):
-        missing = [u for u in district.units if state.units[u.id].fix_time is None]
+        # rev > 0: the engine has also written the unit to its bucket, which `patrollink units` reads
+        missing = [u for u in district.units if state.units[u.id].fix_time is None or state.units[u.id].rev == 0]
         if not missing:
             break
         for u in missing:
             await nc.publish(s.unit_position(u.id), encode(UnitPosition(unit=u.id, lat=u.home.lat, lon=u.home.lon)))
         await nc.flush()
         await asyncio.sleep(0.2)
-    assert all(state.units[u.id].fix_time is not None for u in district.units)
+    assert all(state.units[u.id].fix_time is not None and state.units[u.id].rev > 0 for u in district.units)
     try:
         yield district, rt
     finally:
