@@ -70,10 +70,22 @@ def register(broker: NatsBroker, rt: EngineRuntime) -> None:
     # deliver group that every replica binds to, which is exactly how replicas share work.
     warnings.filterwarnings("ignore", message="The JetStream Push consumer with the `durable` option")
 
-    async def handle(msg: Any) -> None:  # a NatsMessage, see _as_is
+    async def handle_stream(msg: Any) -> None:  # a NatsMessage, see _as_is
         shell = rt.need_shell()
         await shell.ready.wait()
-        await shell.on_raw(msg.raw_message.subject, msg.body, _redelivered(msg))
+
+        async def settle(ok: bool) -> None:
+            # acknowledged only once the decision is stored; a failed decision is delivered again
+            await (msg.ack() if ok else msg.nack())
+
+        # the handler returns at once: the shell decides what has queued up in batches and settles
+        # each message afterwards, so the next message need not wait for this one's writes
+        shell.submit(msg.raw_message.subject, msg.body, _redelivered(msg), settle)
+
+    async def handle_core(msg: Any) -> None:
+        shell = rt.need_shell()
+        await shell.ready.wait()
+        shell.submit(msg.raw_message.subject, msg.body)
 
     for stream, durable, subject, title in _durable_inputs(s):
         broker.subscriber(
@@ -82,12 +94,12 @@ def register(broker: NatsBroker, rt: EngineRuntime) -> None:
             durable=durable,
             queue=durable,
             deliver_policy=DeliverPolicy.ALL,
-            ack_policy=AckPolicy.NACK_ON_ERROR,
+            ack_policy=AckPolicy.MANUAL,
             decoder=_as_is,
             title=title,
-        )(handle)
-    broker.subscriber(s.all_unit_positions, queue=q, decoder=_as_is, title="positions")(handle)
-    broker.subscriber(s.all_unit_status, queue=q, decoder=_as_is, title="status")(handle)
+        )(handle_stream)
+    broker.subscriber(s.all_unit_positions, queue=q, decoder=_as_is, title="positions")(handle_core)
+    broker.subscriber(s.all_unit_status, queue=q, decoder=_as_is, title="status")(handle_core)
 
 
 def _durable_inputs(s: Subjects) -> list[tuple[str, str, str, str]]:

@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -38,7 +40,7 @@ from dispatch.core.decide import (
     Tick,
     decide,
 )
-from dispatch.core.records import IncidentRec, UnitRec
+from dispatch.core.records import IncidentRec, OutboxItem, UnitRec
 from dispatch.events import (
     Alert,
     Broadcast,
@@ -58,7 +60,12 @@ from dispatch.subjects import Subjects
 
 log = structlog.get_logger("dispatch.engine")
 
+Journal = dict[tuple[str, str], UnitRec | IncidentRec | None]
+Settle = Callable[[bool], Awaitable[None]]
+
 MAX_CONFLICT_RETRIES = 8
+MAX_BATCH = 200
+POSITION_FLUSH_S = 1.0
 RESEND_CLOSED_WITHIN_S = 600.0
 
 
@@ -75,6 +82,8 @@ class EngineShell:
         subjects: Subjects,
         clock: Callable[[], datetime] = utc_clock,
         name: str = "engine",
+        max_batch: int = MAX_BATCH,
+        position_flush_s: float | None = POSITION_FLUSH_S,
     ) -> None:
         self.state = state
         self.store = store
@@ -85,13 +94,76 @@ class EngineShell:
         self.lock = asyncio.Lock()
         self.deadletters = 0
         self.conflicts = 0
+        self.batches = 0  # batches of two or more inputs decided together
+        self.fallbacks = 0  # batches undone and decided input by input
         self.ready = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._confirming: set[asyncio.Task[None]] = set()
+        self.max_batch = max(1, max_batch)
+        self.position_flush_s = position_flush_s  # None: write every position report at once
+        self._queue: deque[_Job] = deque()
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._worker: asyncio.Task[None] | None = None
+        self._unflushed: dict[str, UnitPosition] = {}  # unit -> latest position held only in memory
 
     # ------------------------------------------------------------------ inbound
     async def on_raw(self, subject: str, data: bytes, redelivered: bool = False) -> None:
-        """Decode one message by its subject, hand it to the core; refuse what cannot be read."""
+        """Decode one message by its subject, hand it to the core and wait for the decision; refuse
+        what cannot be read. Raises if the decision failed (the broker should deliver it again)."""
+        inp = self._decode(subject, data, redelivered)
+        if isinstance(inp, str):
+            await self.deadletter(subject, data, inp)
+            return
+        if not await self._apply_one(_Job(subject, data, redelivered, None, inp)):
+            raise RuntimeError(f"decision on {subject} failed")
+
+    def submit(self, subject: str, data: bytes, redelivered: bool = False, settle: Settle | None = None) -> None:
+        """Queue one message for the next batch of decisions and return at once.
+
+        `settle(True)` is awaited once the decision is stored (or the message refused to the dead
+        letters): acknowledge it to JetStream; `settle(False)` when the decision failed: redeliver.
+        Messages are decided in the order they were submitted.
+        """
+        self._queue.append(_Job(subject, data, redelivered, settle))
+        self._kick()
+
+    def submit_input(self, inp: Input) -> None:
+        """Queue an input the engine made itself (a position to apply again after a conflict)."""
+        self._queue.append(_Job("", b"", False, None, inp))
+        self._kick()
+
+    def _kick(self) -> None:
+        self._idle.clear()
+        self._wake.set()
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._serve())
+
+    async def drained(self) -> None:
+        """Until every queued message has been decided and settled."""
+        while self._queue or not self._idle.is_set():
+            await self._idle.wait()
+
+    async def _serve(self) -> None:
+        """Take whatever has queued up, decide it as one batch, repeat."""
+        while True:
+            if not self._queue:
+                self._idle.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            n = min(len(self._queue), self.max_batch)
+            jobs = [self._queue.popleft() for _ in range(n)]
+            try:
+                await self._run_batch(jobs)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # pragma: no cover - _run_batch settles every job itself
+                log.exception("batch failed")
+
+    def _decode(self, subject: str, data: bytes, redelivered: bool) -> Input | str:
+        """The core's input for a message, or why it is refused."""
         kind = self.subjects.strip(subject).split(".")
         try:
             if kind[0] == "alerts":
@@ -105,29 +177,209 @@ class EngineShell:
             elif kind[0] == "ops" and len(kind) == 4 and kind[1] == "incident":
                 inp = _action_input(IncidentAction.model_validate_json(data), kind)
             else:
-                await self.deadletter(subject, data, f"no handler for subject {subject}")
-                return
+                return f"no handler for subject {subject}"
         except ValidationError as e:
-            await self.deadletter(subject, data, _why_invalid(e, data))
-            return
+            return _why_invalid(e, data)
         except _ActionMismatch as e:
-            await self.deadletter(subject, data, str(e))
-            return
-        mismatch = _subject_mismatch(kind, inp)
-        if mismatch is not None:
-            # NATS permissions are per subject: a terminal may only speak for the unit its subject names
-            await self.deadletter(subject, data, mismatch)
-            return
-        ids = _ids(inp)
-        with structlog.contextvars.bound_contextvars(**ids):
+            return str(e)
+        # NATS permissions are per subject: a terminal may only speak for the unit its subject names
+        return _subject_mismatch(kind, inp) or inp
+
+    async def _settle(self, job: "_Job", ok: bool) -> None:
+        if job.settle is not None:
             try:
-                reason = await self.apply(inp)
+                await job.settle(ok)
+            except Exception as e:
+                log.warning("could not settle an input with the broker", subject=job.subject, ok=ok, detail=str(e))
+
+    async def _apply_one(self, job: "_Job") -> bool:
+        """Decide one input on its own (with conflict retries); dead-letter a refusal; settle it."""
+        assert job.inp is not None
+        with structlog.contextvars.bound_contextvars(**_ids(job.inp)):
+            try:
+                reason = await self.apply(job.inp)
+                if reason is not None and job.subject:
+                    await self.deadletter(job.subject, job.data, reason)
             except Exception:
                 # FastStream runs without a logger (see app.py): say why before the broker redelivers
-                log.exception("decision failed", subject=subject)
+                log.exception("decision failed", subject=job.subject)
+                await self._settle(job, False)
+                return False
+        await self._settle(job, True)
+        return True
+
+    async def _run_batch(self, jobs: list["_Job"]) -> None:
+        """Decide many inputs in memory one after another, store their records in one burst, publish
+        every message, then settle them all: one round of writes instead of one per input.
+
+        A refused input is put back and handled on its own afterwards (a reply may need the records
+        read again). If the core fails or a record was taken by another replica, the whole batch is
+        undone in memory (and in the buckets, as far as written) and every input is decided on its own.
+        """
+        ready: list[_Job] = []
+        for job in jobs:
+            if job.inp is None:
+                inp = self._decode(job.subject, job.data, job.redelivered)
+                if isinstance(inp, str):
+                    await self.deadletter(job.subject, job.data, inp)
+                    await self._settle(job, True)
+                    continue
+                job.inp = inp
+            ready.append(job)
+        if len(ready) <= 1:
+            for job in ready:
+                await self._apply_one(job)
+            return
+
+        self.batches += 1
+        state = self.state
+        done: list[_Job] = []
+        later: list[_Job] = []
+        saves: dict[tuple[str, str], UnitRec | IncidentRec] = {}
+        outboxes: dict[str, tuple[OutboxItem, ...]] = {}
+        publishes: list[tuple[_Job, Message]] = []
+        batch_journal: Journal = {}
+        fallback = False
+        sent: list[tuple[str, bytes, str, Any]] = []
+        async with self.lock:
+            for job in ready:
+                assert job.inp is not None
+                job.msg_id = _msg_id(job.inp)
+                job.known = job.msg_id is not None and job.msg_id in state.seen
+                journal = state.begin()
+                try:
+                    _, cmds = decide(state, job.inp, self.clock())
+                except Exception:
+                    state.end()
+                    state.undo(journal)
+                    log.warning("a decision failed inside a batch: deciding its inputs one by one", exc_info=True)
+                    fallback = True
+                    break
+                state.end()
+                if any(isinstance(c, Reject) for c in cmds):
+                    state.undo(journal)
+                    self._forget_id(job)
+                    later.append(job)
+                    continue
+                for k, v in journal.items():
+                    batch_journal.setdefault(k, v)
+                job_saves = [c.record for c in cmds if isinstance(c, Save)]
+                if self._defer_position(job.inp, cmds, journal):
+                    job_saves = []
+                for rec in job_saves:
+                    if isinstance(rec, IncidentRec):
+                        # two decisions on one incident in a batch: its outbox keeps the messages of both
+                        box = outboxes.get(rec.id, ()) + rec.outbox
+                        outboxes[rec.id] = box
+                        if len(box) != len(rec.outbox):
+                            rec = rec.model_copy(update={"outbox": box})
+                            if rec.is_open:
+                                state.incidents[rec.id] = rec
+                        saves[("i", rec.id)] = rec
+                    else:
+                        saves[("u", rec.id)] = rec
+                publishes.extend((job, c.message) for c in cmds if isinstance(c, Publish))
+                done.append(job)
+            if not fallback:
+                try:
+                    await self._persist(list(saves.values()), batch_journal)
+                except Exception as e:
+                    if isinstance(e, Conflict):
+                        self.conflicts += 1
+                        log.info("conflict in a batch: deciding its inputs one by one", record=e.rec.id, detail=str(e))
+                    else:
+                        log.warning("storing a batch failed: deciding its inputs one by one", exc_info=True)
+                    fallback = True
+            if fallback:
+                state.undo(batch_journal)
+                for job in done:
+                    self._forget_id(job)
+                try:
+                    await self._reload(list(saves.values()))
+                except Exception:
+                    await self._recover(None)
+            else:
+                for job, m in publishes:
+                    sent.append(await self._publish(m))
+                if publishes:
+                    for job, m in publishes:
+                        if _loggable(m):
+                            with structlog.contextvars.bound_contextvars(**_ids(job.inp)):  # type: ignore[arg-type]
+                                _log_publish(m)
+        if fallback:
+            self.fallbacks += 1
+            for job in ready:
+                await self._apply_one(job)
+            return
+        self._confirm_later(sent)
+        for job in done:
+            await self._settle(job, True)
+        for job in later:
+            await self._apply_one(job)
+
+    def _forget_id(self, job: "_Job") -> None:
+        """An undone decision: its message id must not make its next attempt look like a replay."""
+        if job.msg_id is not None and not job.known:
+            self.state.seen.pop(job.msg_id, None)
+
+    # ------------------------------------------------------------------ positions
+    def _defer_position(self, inp: Input, cmds: list[Any], journal: Journal) -> bool:
+        """A position report that only moves a unit which already has a recent fix is kept in memory
+        and written with the next flush (positions are the bulk of the traffic); the first fix, a
+        fix after a stale one, and anything that changes more than the position are written at once."""
+        if self.position_flush_s is None or not isinstance(inp, PositionIn) or len(cmds) != 1:
+            return False
+        c = cmds[0]
+        if not isinstance(c, Save) or not isinstance(c.record, UnitRec):
+            return False
+        new = c.record
+        old = journal.get(("u", new.id))
+        if not isinstance(old, UnitRec) or old.lat is None or old.fix_time is None or new.fix_time is None:
+            return False
+        if (new.fix_time - old.fix_time).total_seconds() > self.state.policy.stale_position_s / 2:
+            return False
+        if (old.state, old.incident, old.order, old.exercise) != (new.state, new.incident, new.order, new.exercise):
+            return False
+        self._unflushed[new.id] = inp.position
+        return True
+
+    async def flush_positions(self) -> int:
+        """Write the units whose position moved since they were last stored; returns how many."""
+        if not self._unflushed:
+            return 0
+        async with self.lock:
+            pending, self._unflushed = self._unflushed, {}
+            recs = [self.state.units[u] for u in pending if u in self.state.units]
+            results = await asyncio.gather(*(self.store.save(r) for r in recs), return_exceptions=True)
+            written = 0
+            for rec, res in zip(recs, results):
+                if isinstance(res, Conflict):
+                    # another replica wrote the unit (a claim): take its record, then our position again
+                    fresh = await self.store.get(UnitRec, rec.id)
+                    if fresh is not None:
+                        decide(self.state, Loaded(fresh), self.clock())
+                    p = pending[rec.id]
+                    cur = self.state.units[rec.id]
+                    if cur.fix_time is None or cur.fix_time < p.time:
+                        self.submit_input(PositionIn(p))
+                elif isinstance(res, BaseException):
+                    self._unflushed.setdefault(rec.id, pending[rec.id])  # the store is down: next time
+                    log.warning("position flush failed", unit=rec.id, detail=str(res))
+                else:
+                    self.state.stored(rec, res)
+                    written += 1
+        return written
+
+    async def _flush_positions_forever(self) -> None:
+        assert self.position_flush_s is not None
+        while True:
+            await asyncio.sleep(self.position_flush_s)
+            try:
+                await self.flush_positions()
+            except asyncio.CancelledError:
                 raise
-            if reason is not None:
-                await self.deadletter(subject, data, reason)
+            except Exception:
+                log.exception("position flush failed")
 
     async def apply(self, inp: Input) -> str | None:
         """Run one decision to completion. Returns a refusal reason, if the core refused the input."""
@@ -150,13 +402,15 @@ class EngineShell:
                     # the same delivery, tried again: whatever noted its id meanwhile (a bucket record of
                     # an attempt that was undone) must not make it look like a replay
                     self.state.seen.pop(msg_id, None)
-                # the core changes the state in place; keep the records as they were, to undo a failed attempt
-                before = (dict(self.state.units), dict(self.state.incidents))
+                # the core changes the state in place; the journal keeps the records it replaces, to undo
+                before = self.state.begin()
                 try:
                     _, cmds = decide(self.state, inp, self.clock())
                 except Exception:
+                    self.state.end()
                     await self._recover(msg_id)
                     raise
+                self.state.end()
                 if not cmds and getattr(inp, "redelivered", False):
                     log.info("redelivered input was handled before: nothing to do")
                 refusal = next((c.reason for c in cmds if isinstance(c, Reject)), None)
@@ -164,7 +418,7 @@ class EngineShell:
                     # A refusal can come after the core changed records in place (a reply whose transition
                     # is refused after the unit was released): put them back, or the next decision would
                     # take a unit the buckets still give to an order.
-                    self._restore(before)
+                    self.state.undo(before)
                     if isinstance(inp, ReplyIn) and not refreshed:
                         # Another replica may have sent the order a moment ago (our bucket watch lags) or
                         # the refused attempt may have changed what it touched: read both again, decide again.
@@ -173,6 +427,8 @@ class EngineShell:
                         continue
                     return refusal
                 saves = [c.record for c in cmds if isinstance(c, Save)]
+                if self._defer_position(inp, cmds, before):
+                    saves = []
                 try:
                     await self._persist(saves, before)
                 except Conflict as e:
@@ -195,6 +451,10 @@ class EngineShell:
             async with self.lock:
                 await self._recover(msg_id)
             raise RuntimeError(f"gave up after {MAX_CONFLICT_RETRIES} conflicting writes")
+        self._confirm_later(sent)
+        return None
+
+    def _confirm_later(self, sent: list[tuple[str, bytes, str, Any]]) -> None:
         if sent:
             # The broker's acknowledgements are awaited in the background: the decision is durable
             # already (the incident's outbox holds these messages until the next decision), and the
@@ -202,7 +462,6 @@ class EngineShell:
             task = asyncio.create_task(self._confirm(sent))
             self._confirming.add(task)
             task.add_done_callback(self._confirming.discard)
-        return None
 
     async def _confirm(self, sent: list[tuple[str, bytes, str, Any]]) -> None:
         """Wait until the broker stored each message; send again (same id, de-duplicated) if not."""
@@ -222,16 +481,12 @@ class EngineShell:
             else:
                 log.error("publish failed; the incident's outbox re-sends it at the next start", subject=subject, message_id=msg_id)
 
-    async def _persist(
-        self,
-        saves: list[UnitRec | IncidentRec],
-        before: tuple[dict[str, UnitRec], dict[str, IncidentRec]] = ({}, {}),
-    ) -> None:
+    async def _persist(self, saves: list[UnitRec | IncidentRec], before: Journal | None = None) -> None:
         """Write a decision's records; if any write fails, undo the ones that succeeded, then raise.
 
         Keys are written one by one, so without the undo a decision that loses one record to another
         replica would leave the others claimed: a unit held by an order that was never sent, or an
-        incident nobody opened.
+        incident nobody opened. `before` holds the records as they were (None: created by the decision).
         """
         written: list[tuple[UnitRec | IncidentRec, int]] = []
         try:
@@ -247,17 +502,19 @@ class EngineShell:
                     else:
                         written.append((rec, res))
                         self.state.stored(rec, res)
+                        if self._unflushed and isinstance(rec, UnitRec):
+                            p = self._unflushed.get(rec.id)
+                            if p is not None and (rec.lat, rec.lon) == (p.lat, p.lon):
+                                del self._unflushed[rec.id]
                 if failed is not None:
                     raise failed
         except Exception:
-            await self._undo(written, before)
+            await self._undo(written, before or {})
             raise
 
-    async def _undo(
-        self, written: list[tuple[UnitRec | IncidentRec, int]], before: tuple[dict[str, UnitRec], dict[str, IncidentRec]]
-    ) -> None:
+    async def _undo(self, written: list[tuple[UnitRec | IncidentRec, int]], before: Journal) -> None:
         for rec, rev in written:
-            prev = (before[0] if isinstance(rec, UnitRec) else before[1]).get(rec.id)
+            prev = before.get(("u" if isinstance(rec, UnitRec) else "i", rec.id))
             try:
                 if prev is None:
                     await self.store.delete(type(rec), rec.id, rev)  # an incident this attempt created
@@ -265,19 +522,6 @@ class EngineShell:
                     await self.store.save(prev.model_copy(update={"rev": rev}))
             except Exception as e:  # somebody wrote it since: their version stands
                 log.warning("undo failed", record=rec.id, detail=str(e))
-
-    def _restore(self, before: tuple[dict[str, UnitRec], dict[str, IncidentRec]]) -> None:
-        """Put back every unit and incident record a refused decision replaced in memory."""
-        units, incidents = before
-        for uid, rec in units.items():
-            if self.state.units.get(uid) is not rec:
-                self.state.put_unit(rec)
-        for iid in [i for i in self.state.incidents if i not in incidents]:
-            self.state.forget_incident(iid)  # opened by the refused decision
-        for iid, rec in incidents.items():
-            if self.state.incidents.get(iid) is not rec:
-                self.state.forget_incident(iid)
-                self.state.put_incident(rec)
 
     async def _refresh(self, unit_id: str, incident_id: str) -> None:
         """Replace one unit and one incident by what the buckets hold now."""
@@ -367,6 +611,8 @@ class EngineShell:
                 await self._resend_outbox(rec)
         log.info("state loaded", units=n_units, incidents=n_incidents, open=len(self.state.incidents))
         self._tasks.append(asyncio.create_task(self._follow(it)))
+        if self.position_flush_s is not None:
+            self._tasks.append(asyncio.create_task(self._flush_positions_forever()))
         self.ready.set()
 
     async def _resend_outbox(self, rec: IncidentRec) -> None:
@@ -415,6 +661,11 @@ class EngineShell:
                     continue  # our own write coming back, or older
                 async with self.lock:
                     decide(self.state, Loaded(rec), self.clock())
+                    if isinstance(rec, UnitRec) and rec.id in self._unflushed:
+                        # another replica wrote the unit (a claim) over a position we hold in memory only
+                        p = self._unflushed.pop(rec.id)
+                        if rec.fix_time is None or rec.fix_time < p.time:
+                            self.submit_input(PositionIn(p))
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -451,7 +702,24 @@ class EngineShell:
     def start_timers(self) -> None:
         self._tasks.append(asyncio.create_task(self.run_timers()))
 
-    async def stop(self) -> None:
+    async def stop(self, drain_s: float = 5.0) -> None:
+        """Finish the queued decisions (what is left is redelivered by the broker), store the
+        positions held in memory, wait for the broker to confirm what was published."""
+        try:
+            await asyncio.wait_for(self.drained(), drain_s)
+        except TimeoutError:
+            log.warning("stopping with inputs still queued", queued=len(self._queue))
+        if self._worker is not None:
+            self._worker.cancel()
+            try:
+                await self._worker
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._worker = None
+        try:
+            await self.flush_positions()
+        except Exception:
+            log.exception("could not store the last positions")
         if self._confirming:
             await asyncio.wait(list(self._confirming), timeout=5.0)
         for t in self._tasks:
@@ -462,6 +730,19 @@ class EngineShell:
             except (asyncio.CancelledError, Exception):
                 pass
         self._tasks.clear()
+
+
+@dataclass
+class _Job:
+    """One input waiting for a decision."""
+
+    subject: str
+    data: bytes
+    redelivered: bool
+    settle: Settle | None
+    inp: Input | None = None
+    msg_id: str | None = None
+    known: bool = False  # its message id was seen before its decision
 
 
 class _ActionMismatch(ValueError):
@@ -525,6 +806,10 @@ def _why_invalid(e: ValidationError, data: bytes) -> str:
     if any(err["type"] == "json_invalid" for err in e.errors()):
         return f"malformed JSON: {e.errors()[0]['msg']}"
     return f"invalid message: {describe_error(e)}"
+
+
+def _loggable(m: Message) -> bool:
+    return isinstance(m, IncidentEvent) or (isinstance(m, DispatchOrder) and m.action.value == "cancel")
 
 
 def _log_publish(m: Message) -> None:

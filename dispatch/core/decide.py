@@ -182,6 +182,9 @@ class EngineState:
         self.seen: OrderedDict[str, datetime] = OrderedDict()
         self.counters: Counter[str] = Counter()
         self.last_sweep: datetime | None = None
+        # while set, the first replacement of each record keeps what it replaced (None: did not exist),
+        # so the shell can undo a decision (or a batch of them) without copying the whole state
+        self.journal: dict[tuple[str, str], UnitRec | IncidentRec | None] | None = None
         for u in district.units:
             self.put_unit(
                 UnitRec(id=u.id, callsign=u.callsign, kind=u.kind, mode=u.mode, talkgroup=u.talkgroup)
@@ -189,6 +192,9 @@ class EngineState:
 
     # -- index upkeep, used by decisions and by records loaded from buckets
     def put_unit(self, rec: UnitRec) -> None:
+        j = self.journal
+        if j is not None and ("u", rec.id) not in j:
+            j[("u", rec.id)] = self.units.get(rec.id)
         self.units[rec.id] = rec
         if rec.lat is not None and rec.lon is not None:
             self.grid.move(rec.id, rec.lat, rec.lon)
@@ -204,6 +210,9 @@ class EngineState:
 
     def put_incident(self, rec: IncidentRec) -> None:
         old = self.incidents.get(rec.id)
+        j = self.journal
+        if j is not None and ("i", rec.id) not in j:
+            j[("i", rec.id)] = old
         if not rec.is_open:
             self.incidents.pop(rec.id, None)
             self.waiting.discard(rec.id)
@@ -227,6 +236,9 @@ class EngineState:
 
     def forget_incident(self, incident_id: str) -> None:
         """Drop an incident from memory (a failed decision created it, or the bucket lost it)."""
+        j = self.journal
+        if j is not None and ("i", incident_id) not in j:
+            j[("i", incident_id)] = self.incidents.get(incident_id)
         rec = self.incidents.pop(incident_id, None)
         self.waiting.discard(incident_id)
         if rec is None:
@@ -236,6 +248,32 @@ class EngineState:
         for e in rec.event_ids:
             if self.by_event.get(e) == incident_id:
                 self.by_event.pop(e, None)
+
+    def begin(self) -> dict[tuple[str, str], UnitRec | IncidentRec | None]:
+        """Start keeping what decisions replace; returns the journal `undo` takes."""
+        self.journal = {}
+        return self.journal
+
+    def end(self) -> None:
+        self.journal = None
+
+    def undo(self, journal: dict[tuple[str, str], UnitRec | IncidentRec | None]) -> None:
+        """Put back every record the journal names as it was before (opened incidents are dropped)."""
+        saved, self.journal = self.journal, None
+        try:
+            for (table, key), old in journal.items():
+                if table == "u":
+                    if old is not None and self.units.get(key) is not old:
+                        self.put_unit(old)
+                else:
+                    cur = self.incidents.get(key)
+                    if cur is old:
+                        continue
+                    self.forget_incident(key)
+                    if old is not None:
+                        self.put_incident(old)
+        finally:
+            self.journal = saved
 
     def stored(self, rec: UnitRec | IncidentRec, rev: int) -> None:
         """The shell wrote `rec` and the bucket gave it revision `rev`."""

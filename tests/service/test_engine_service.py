@@ -89,7 +89,9 @@ class Engine:
 
     # -- inputs
     async def raw(self, subject: str, data: bytes) -> None:
+        """Publish, then wait until the engine has decided everything queued (it decides in batches)."""
         await self.br.publish(data, subject)
+        await asyncio.wait_for(self.shell.drained(), WAIT_S)
 
     async def position(self, unit: str, lat: float, lon: float, **kw: Any) -> UnitPosition:
         p = UnitPosition(unit=unit, lat=lat, lon=lon, **kw)
@@ -370,3 +372,137 @@ async def test_a_message_whose_payload_names_another_unit_or_camera_than_its_sub
 
     assert dl_subject == f"svc.deadletter.{e.subjects.strip(subject)}"
     assert "subject" in rej.reason
+
+
+# --------------------------------------------------------------------------- batches and positions
+
+UNITS_6 = [{"id": f"u{i}", "kind": "police", "mode": "car"} for i in range(6)]
+NORTH_LONS = [114.880 + 0.008 * i for i in range(6)]
+
+
+async def _six_units(e: Engine) -> None:
+    for i, lon in enumerate(NORTH_LONS):
+        await e.position(f"u{i}", NORTH, lon)
+
+
+def _submit_alerts(e: Engine, n: int) -> list[Alert]:
+    """Queue n alerts at once (as when they wait in the subscription), without waiting in between."""
+    alerts = []
+    for i in range(n):
+        a = Alert(
+            event_id=f"burst-{i}", source=AlertSource.operator, console="c1", kind="theft",
+            area=Area(lat=NORTH, lon=NORTH_LONS[i] + 0.0005, description=f"place {i}"),
+        )
+        alerts.append(a)
+        e.shell.submit(e.subjects.operator_alert("c1"), encode(a))
+    return alerts
+
+
+async def test_alerts_queued_together_are_decided_as_one_batch_and_each_gets_its_own_unit_and_stored_record():
+    async with engine(district=make_district(units=UNITS_6)) as e:
+        await _six_units(e)
+        alerts = _submit_alerts(e, 5)
+        await asyncio.wait_for(e.shell.drained(), WAIT_S)
+        orders = [await e.next_order() for _ in alerts]
+        batches, fallbacks = e.shell.batches, e.shell.fallbacks
+        stored = {o.unit: await e.store.get(UnitRec, o.unit) for o in orders}
+        incidents = {o.incident_id: await e.store.get(IncidentRec, o.incident_id) for o in orders}
+
+    assert batches >= 1 and fallbacks == 0
+    assert sorted(o.unit for o in orders) == ["u0", "u1", "u2", "u3", "u4"]  # each alert its nearest unit
+    for o in orders:
+        assert stored[o.unit] is not None and stored[o.unit].order == o.order_id
+        inc = incidents[o.incident_id]
+        assert inc is not None and inc.state is IncidentState.assigned and inc.unit == o.unit
+        assert {item.type for item in inc.outbox} == {"order", "event"}  # what a restart would re-send
+
+
+async def test_a_conflict_inside_a_batch_undoes_it_and_each_alert_is_decided_again_on_its_own():
+    store = ReplicaRaceStore()
+    async with engine(district=make_district(units=UNITS_6), store=store) as e:
+        await _six_units(e)
+        store.arm(UnitRec, "u2")  # another replica writes u2 just before the batch claims it
+        alerts = _submit_alerts(e, 4)
+        await asyncio.wait_for(e.shell.drained(), WAIT_S)
+        orders = [await e.next_order() for _ in alerts]
+        opened = [ev for ev in e.events if ev.event.value == "opened"]
+        fallbacks, conflicts = e.shell.fallbacks, e.shell.conflicts
+        stored_incidents = sorted(k for (kind, k) in e.store.data if kind == "IncidentRec")
+        units = {u: await e.store.get(UnitRec, u) for u in ("u0", "u1", "u2", "u3")}
+
+    assert store.races == 1 and conflicts >= 1 and fallbacks == 1
+    assert sorted(o.unit for o in orders) == ["u0", "u1", "u2", "u3"]  # one order per unit, none twice
+    assert len(opened) == 4 and sorted(o.incident_id for o in orders) == stored_incidents
+    for o in orders:
+        assert units[o.unit] is not None and units[o.unit].order == o.order_id
+
+
+async def test_a_refused_input_inside_a_batch_is_dead_lettered_and_the_others_are_decided():
+    async with engine(district=make_district(units=UNITS_6)) as e:
+        await _six_units(e)
+        alerts = _submit_alerts(e, 2)
+        bogus = OrderReply(order_id="nope", incident_id="nope", unit="u0", reply=ReplyKind.ack)
+        e.shell.submit(e.subjects.reply("u0"), encode(bogus))
+        alerts += _submit_alerts(e, 3)[2:]
+        await asyncio.wait_for(e.shell.drained(), WAIT_S)
+        orders = [await e.next_order() for _ in alerts]
+        dl_subject, rej = await e.next_dead()
+
+    assert sorted(o.unit for o in orders) == ["u0", "u1", "u2"]
+    assert dl_subject == "svc.deadletter.radio.u0.reply" and "not active" in rej.reason
+
+
+async def test_a_position_report_for_a_unit_with_a_recent_fix_is_held_in_memory_and_stored_by_the_next_flush():
+    async with engine() as e:
+        await e.position("a1", NORTH, 114.899)  # the first fix is stored at once
+        first = await e.store.get(UnitRec, "a1")
+        await e.position("a1", NORTH, 114.897)  # a move: in memory now, in the bucket with the next flush
+        held = await e.store.get(UnitRec, "a1")
+        in_memory = e.shell.state.units["a1"]
+        written = await e.shell.flush_positions()
+        flushed = await e.store.get(UnitRec, "a1")
+        again = await e.shell.flush_positions()
+
+    assert first is not None and (first.lat, first.lon) == (NORTH, 114.899)
+    assert held is not None and held.lon == 114.899 and in_memory.lon == 114.897
+    assert written == 1 and again == 0
+    assert flushed is not None and flushed.lon == 114.897 and flushed.fix_time == in_memory.fix_time
+
+
+async def test_a_held_position_is_stored_when_the_engine_stops():
+    store = MemoryStore()
+    async with engine(store=store) as e:
+        await e.position("a1", NORTH, 114.899)
+        await e.position("a1", NORTH, 114.895)
+    stored = await store.get(UnitRec, "a1")
+    assert stored is not None and stored.lon == 114.895
+
+
+async def test_a_held_position_survives_another_replica_writing_the_unit_and_is_stored_with_its_change():
+    store = ReplicaRaceStore()
+    async with engine(store=store) as e:
+        await e.position("a1", NORTH, 114.899)
+        await e.position("a1", NORTH, 114.893)
+        store.arm(UnitRec, "a1")  # the other replica writes a1 before our flush does
+        await e.shell.flush_positions()  # conflict: read a1 again, apply the held position again
+        await asyncio.wait_for(e.shell.drained(), WAIT_S)
+        await e.shell.flush_positions()
+        stored = await store.get(UnitRec, "a1")
+        dead = list(e.dead)
+
+    assert store.races == 1 and dead == []
+    assert stored is not None and stored.lon == 114.893
+
+
+async def test_a_unit_that_is_ordered_while_its_position_is_held_stores_that_position_with_the_claim():
+    async with engine() as e:
+        await e.position("a1", NORTH, 114.899)
+        await e.position("a1", NORTH, 114.898)
+        await e.alert()
+        order = await e.next_order()
+        stored = await e.store.get(UnitRec, "a1")
+        pending = await e.shell.flush_positions()
+
+    assert order.unit == "a1"
+    assert stored is not None and stored.lon == 114.898 and stored.order == order.order_id
+    assert pending == 0  # the claim wrote it: nothing left to flush
