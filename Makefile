@@ -8,7 +8,7 @@ COMPOSE = $(VENV)/bin/docker-compose
 STAMP   = $(VENV)/.installed
 DISTRICT ?= config/districts/tieshan.yaml
 
-.PHONY: install browser run test test-fast bench check-config clean distclean
+.PHONY: install browser run test test-fast bench bench-camera bench-console bench-drill check-config clean distclean
 
 install: $(STAMP)
 
@@ -19,7 +19,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	@touch $@
 
-# Embedded nats-server, engine, simulated alerts and units; prints where to look.
+# A live drill: embedded nats-server, engine, synthetic cameras and the camera
+# adapter, simulated units, the console; prints where to look.
 run: install
 	$(VENV)/bin/patrollink run
 
@@ -40,6 +41,15 @@ test-fast: install
 
 bench: install
 	$(PY) -m bench.engine
+
+bench-camera: install
+	$(PY) -m bench.camera
+
+bench-console: install browser
+	$(PY) -m bench.console
+
+bench-drill: install
+	$(PY) -m bench.drill
 
 check-config: install
 	$(VENV)/bin/patrollink check-config $(DISTRICT)

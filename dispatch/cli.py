@@ -330,19 +330,24 @@ def cmd_run(a: argparse.Namespace) -> int:
     district = _load_district(a.district)
 
     async def main() -> None:
-        from simulators.trickle import Trickle
+        from simulators.drill import LiveDrill
 
         async with AsyncExitStack() as stack:
             urls = await _embedded_or(a.nats, stack, Path(a.state_dir))
             app, rt = await _start_engine(a, urls, district)
             stack.push_async_callback(app.stop)
-            trickle = Trickle(district, urls, prefix=a.prefix, seed=a.seed, alert_every_s=a.alert_every)
-            await trickle.start()
-            stack.push_async_callback(trickle.stop)
+            # a never-ending drill: synthetic cameras watched by the real camera adapter, every unit simulated
+            cameras = len(district.cameras) if a.cameras is None else max(0, min(a.cameras, len(district.cameras)))
+            print(f"starting the live drill: {cameras} synthetic cameras, {len(district.units)} simulated units ...", flush=True)
+            live = LiveDrill(district, urls, prefix=a.prefix, seed=a.seed, cameras=cameras,
+                             incident_every_s=a.alert_every, state_dir=Path(a.state_dir) / "live")
+            stack.push_async_callback(live.stop)
+            await live.start()
             from adapters.console.server import start_for_run
 
+            # the console shows the drill's district: its camera tiles play the synthetic streams
             console, made, users_file = await start_for_run(
-                district, urls, prefix=a.prefix, state_dir=Path(a.state_dir), port=a.console_port
+                live.rt.district, urls, prefix=a.prefix, state_dir=Path(a.state_dir), port=a.console_port
             )
             stack.push_async_callback(console.stop)
             accounts = (
@@ -350,17 +355,23 @@ def cmd_run(a: argparse.Namespace) -> int:
                 if made or (Path(a.state_dir) / "console-demo-accounts.txt").exists()
                 else f"  accounts:   {users_file} (add with: patrollink console adduser NAME --role operator)\n"
             )
+            first = live.rt.camera_ids[0] if live.rt.camera_ids else None
+            inject = (f".venv/bin/patrollink drill inject --camera {first} --kind intrusion"
+                      if first else ".venv/bin/patrollink drill inject --at LAT,LON --kind theft")
             print(
                 "\nPatrolLink is running on district "
-                f"{district.name}: {len(district.units)} simulated units, {len(district.cameras)} cameras, "
-                f"a simulated alert about every {a.alert_every:.0f} s.\n"
+                f"{district.name}, as a live drill (exercise `{live.exercise}`): {len(district.units)} simulated units, "
+                f"{len(live.rt.camera_ids)} synthetic cameras watched by the camera adapter, "
+                f"a drill incident about every {a.alert_every:.0f} s.\n"
                 f"  console:    {console.url}/console   (operators)\n"
                 f"  terminal:   {console.url}/terminal  (patrol units, phone-sized)\n"
                 f"{accounts}"
                 f"  NATS:       {', '.join(urls)}\n"
                 f"  follow it:  .venv/bin/patrollink tail\n"
                 f"  tables:     .venv/bin/patrollink incidents   |   .venv/bin/patrollink units\n"
-                f"  raise one:  .venv/bin/patrollink alert --camera {district.cameras[0].id if district.cameras else 'CAM'} --kind fight --priority 1\n"
+                f"  inject one: {inject}   (trainer: an incident in the video)\n"
+                f"  raise one:  .venv/bin/patrollink alert --camera {district.cameras[0].id if district.cameras else 'CAM'} "
+                f"--kind fight --priority 1 --exercise {live.exercise}   (operator)\n"
                 "Ctrl-C stops everything.\n",
                 flush=True,
             )
@@ -381,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for name, func, helptext in (
         ("engine", cmd_engine, "run the routing engine"),
-        ("run", cmd_run, "the whole system on embedded defaults: NATS, engine, simulated units and alerts"),
+        ("run", cmd_run, "the whole system on embedded defaults as a live drill: NATS, engine, synthetic cameras, camera adapter, simulated units, console"),
     ):
         e = sub.add_parser(name, help=helptext)
         _district_arg(e)
@@ -392,7 +403,9 @@ def main(argv: list[str] | None = None) -> int:
         e.add_argument("--log-level", default="info")
         if name == "run":
             e.add_argument("--seed", type=int, default=1)
-            e.add_argument("--alert-every", type=float, default=20.0, help="mean seconds between simulated alerts")
+            e.add_argument("--alert-every", type=float, default=180.0, help="mean seconds between drill incidents")
+            e.add_argument("--cameras", type=int, default=None,
+                           help="how many of the district's cameras get a synthetic video (default: all)")
             e.add_argument("--console-port", type=int, default=8080, help="web console port on 127.0.0.1 (0: any free port)")
         e.set_defaults(func=func)
 

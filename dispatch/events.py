@@ -437,11 +437,47 @@ class IncidentAction(Message):
     unit: str | None = Field(None, max_length=64, description="reassign: a unit the operator prefers (the engine still checks it; null: the engine chooses)")
 
 
+class DrillInject(Message):
+    """A trainer's request to add an incident to a running drill (`patrollink drill inject`), on
+    drill.inject (whichever drill runs) or drill.<id>.inject (request/reply; answered by DrillInjectResult).
+
+    Either `camera` (the incident is played in that synthetic camera's video, and the camera adapter has
+    to see it) or `at` (an operator reports it at that place)."""
+
+    kind: str = Field(..., min_length=1, max_length=32, description="camera: intrusion, loitering, fight, crowd, camera_covered; at: any incident kind")
+    drill: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$", description="the drill meant; null: whichever drill answers")
+    camera: str | None = Field(None, max_length=64, description="play it in this camera's video")
+    at: Point | None = Field(None, description="an operator's report at this place")
+    priority: Literal[1, 2, 3] | None = Field(None, description="`at` only: the priority (a camera incident takes its camera rule's); null: the policy's default")
+    seconds: float | None = Field(None, gt=0.0, le=3600.0, description="`camera` only: how long it lasts (loitering, fight, crowd, camera_covered)")
+    description: str = Field("", max_length=200, description="free text for the drill's record")
+
+    @model_validator(mode="after")
+    def _one_place(self) -> "DrillInject":
+        if (self.camera is None) == (self.at is None):
+            raise ValueError("give camera (in its video) or at (an operator's report), not both and not neither")
+        return self
+
+
+class DrillInjectResult(Message):
+    """A running drill's answer to a DrillInject: what it scripted, or why it refused."""
+
+    ok: bool = Field(..., description="true: scripted; false: refused, see error")
+    drill: str = Field(..., max_length=64, description="the drill that answered")
+    error: str = Field("", max_length=300, description="why it was refused (a camera not in the drill, a place outside the district, ...)")
+    n: int | None = Field(None, ge=1, description="the incident's number in the drill")
+    at_s: float | None = Field(None, ge=0.0, description="drill time of the incident, seconds since the drill began")
+    camera: str | None = Field(None, max_length=64, description="the camera playing it, null for an operator's report")
+    kind: str | None = Field(None, max_length=32, description="what is played")
+    expected_kind: str | None = Field(None, max_length=32, description="the incident kind the engine should record")
+    priority: int | None = Field(None, ge=1, le=3, description="the priority it should get")
+
+
 PAYLOADS: dict[str, type[Message]] = {
     m.__name__: m
     for m in (
         Alert, CameraHealth, UnitPosition, UnitStatus, DispatchOrder, OrderReply, Broadcast, IncidentEvent, Rejected,
-        CameraControl, CameraControlState, CameraFeedback, IncidentAction,
+        CameraControl, CameraControlState, CameraFeedback, IncidentAction, DrillInject, DrillInjectResult,
     )
 }
 

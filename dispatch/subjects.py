@@ -120,6 +120,12 @@ class Subjects:
     def all_ops(self) -> str:
         return self._p("ops.>")
 
+    # -- training drills
+    def drill_inject(self, drill: str | None = None) -> str:
+        """A trainer adds an incident to a running drill (request/reply, DrillInject -> DrillInjectResult):
+        drill.<id>.inject for one drill, drill.inject for whichever runs."""
+        return self._p(f"drill.{check_token(drill, 'drill id')}.inject" if drill else "drill.inject")
+
     # -- dead letters
     def deadletter(self, subject: str) -> str:
         return self._p(f"deadletter.{subject}")

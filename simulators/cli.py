@@ -2,6 +2,7 @@
 
     patrollink drill SCENARIO [--speed N] [--seed S] [--out DIR] [--nats URLS] [--prefix P] [--engine own|running] [--check]
     patrollink drill inject (--camera ID | --at LAT,LON) --kind KIND [--priority P] [--seconds S] [--drill ID] [--nats URLS]
+    patrollink drill live [--district FILE] [--cameras N] [--every S] [--seed S] --nats URLS
 
 dispatch/cli.py calls `register(sub)` when this module exists.
 """
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import signal
 import sys
@@ -19,7 +19,8 @@ from typing import Any
 
 USAGE = """\
 patrollink drill SCENARIO [--speed N] [--seed S] [--out DIR] [--nats URLS] [--prefix P] [--engine own|running] [--check]
-       patrollink drill inject (--camera ID | --at LAT,LON) --kind KIND [--priority P] [--seconds S] [--drill ID] [--nats URLS]"""
+       patrollink drill inject (--camera ID | --at LAT,LON) --kind KIND [--priority P] [--seconds S] [--drill ID] [--nats URLS]
+       patrollink drill live [--district FILE] [--cameras N] [--every S] [--seed S] --nats URLS"""
 
 DESCRIPTION = """\
 Run a training drill: the real system (NATS, the routing engine, the camera
@@ -36,6 +37,9 @@ runs its own engine under its own subject prefix (default drill-<id>), unless
   inject    add an incident to a running drill (this one, `patrollink run`'s live drill,
             or the one named by --drill): --camera ID --kind intrusion|loitering|fight|crowd|camera_covered
             plays it in that camera's video; --at LAT,LON --kind KIND is an operator's report there.
+  live      a never-ending drill (exercise `live`) on the engine already running on --nats, until
+            Ctrl-C: synthetic cameras watched by the camera adapter, every unit simulated, an
+            incident about every --every seconds. `patrollink run` does this on its embedded server.
 
 Scenario format and time scaling: docs/drills.md.
 """
@@ -44,7 +48,8 @@ Scenario format and time scaling: docs/drills.md.
 def register(sub: Any) -> None:
     p = sub.add_parser("drill", help="run a training drill from a scenario and score it; `drill inject` adds an incident",
                        usage=USAGE, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("scenario", metavar="SCENARIO | inject", help="scenario YAML (config/scenarios/*.yaml), or `inject`")
+    p.add_argument("scenario", metavar="SCENARIO | inject | live",
+                   help="scenario YAML (config/scenarios/*.yaml), `inject` or `live`")
     p.add_argument("--speed", type=float, default=None, help="simulated seconds per wall second (default: the scenario's)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: the scenario's); same seed, same drill")
     p.add_argument("--out", default=None, help="report folder (default var/drills/<drill id>)")
@@ -66,12 +71,18 @@ def register(sub: Any) -> None:
     g.add_argument("--seconds", type=float, help="inject --camera: how long it lasts (loitering, fight, crowd, camera_covered)")
     g.add_argument("--drill", help="inject: the drill id (default: whichever drill runs)")
     g.add_argument("--wait", type=float, default=5.0, help="inject: seconds to wait for the drill's answer")
+    lv = p.add_argument_group("live")
+    lv.add_argument("--district", default="config/districts/tieshan.yaml", help="live: the district file")
+    lv.add_argument("--cameras", type=int, default=None, help="live: how many of its cameras get a synthetic video (default: all)")
+    lv.add_argument("--every", type=float, default=180.0, help="live: mean seconds between drill incidents")
     p.set_defaults(func=cmd_drill)
 
 
 def cmd_drill(a: argparse.Namespace) -> int:
     if a.scenario == "inject":
         return cmd_inject(a)
+    if a.scenario == "live":
+        return cmd_live(a)
     from dispatch.district import ConfigError
     from simulators.scenario import load_scenario
 
@@ -123,6 +134,51 @@ def cmd_drill(a: argparse.Namespace) -> int:
     return 0 if report["result"] == "PASS" else 1
 
 
+def cmd_live(a: argparse.Namespace) -> int:
+    from dispatch.district import ConfigError, load_district
+    from dispatch.logs import configure
+    from dispatch.natsserver import resolve_nats_urls
+    from simulators.drill import LiveDrill
+
+    try:
+        urls = resolve_nats_urls(a.nats)
+    except ValueError as e:
+        raise SystemExit(f"patrollink drill live: {e}") from None
+    if not urls:
+        raise SystemExit("patrollink drill live: give --nats URL of the server the engine runs on "
+                         "(or use `patrollink run`, which starts everything)")
+    try:
+        district = load_district(a.district)
+    except ConfigError as e:
+        for i in e.issues:
+            print(str(i), file=sys.stderr)
+        return 2
+    configure(level=a.log_level)
+    cameras = len(district.cameras) if a.cameras is None else max(0, min(a.cameras, len(district.cameras)))
+
+    async def main() -> None:
+        live = LiveDrill(district, urls, prefix=a.prefix or "", seed=1 if a.seed is None else a.seed,
+                         cameras=cameras, incident_every_s=a.every)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except NotImplementedError:  # pragma: no cover
+                pass
+        try:
+            await live.start()
+            print(f"live drill `{live.exercise}` on {', '.join(urls)}: {len(live.rt.camera_ids)} synthetic cameras, "
+                  f"{len(district.units)} simulated units, an incident about every {a.every:.0f} s; "
+                  "`patrollink drill inject ...` adds one; Ctrl-C stops", flush=True)
+            await stop.wait()
+        finally:
+            await live.stop()
+
+    asyncio.run(main())
+    return 0
+
+
 def _inject_urls(arg: str | None) -> list[str]:
     from dispatch.natsserver import resolve_nats_urls
 
@@ -143,41 +199,45 @@ def _inject_urls(arg: str | None) -> list[str]:
 
 def cmd_inject(a: argparse.Namespace) -> int:
     import nats
+    from pydantic import ValidationError
 
-    from simulators.drill import inject_subject
+    from dispatch.events import DrillInject, DrillInjectResult, Point, describe_error, encode
+    from dispatch.subjects import Subjects
 
     if not a.kind:
         raise SystemExit("patrollink drill inject: --kind is required")
     if bool(a.camera) == bool(a.at):
         raise SystemExit("patrollink drill inject: give --camera ID (in its video) or --at LAT,LON (an operator's report)")
-    req: dict[str, Any] = {"kind": a.kind, "drill": a.drill}
-    if a.camera:
-        req.update(camera=a.camera, seconds=a.seconds)
-    else:
-        try:
-            lat, lon = (float(x) for x in a.at.split(","))
-        except ValueError:
-            raise SystemExit(f"patrollink drill inject: --at wants LAT,LON, got {a.at!r}") from None
-        req.update(at=[lat, lon], priority=a.priority)
+    try:
+        at = None
+        if a.at:
+            try:
+                lat, lon = (float(x) for x in a.at.split(","))
+            except ValueError:
+                raise SystemExit(f"patrollink drill inject: --at wants LAT,LON, got {a.at!r}") from None
+            at = Point(lat=lat, lon=lon)
+        req = DrillInject(kind=a.kind, drill=a.drill, camera=a.camera, at=at, priority=a.priority, seconds=a.seconds)
+    except ValidationError as e:
+        raise SystemExit(f"patrollink drill inject: {describe_error(e)}") from None
     urls = _inject_urls(a.nats)
 
     async def main() -> int:
         nc = await nats.connect(urls, connect_timeout=5)
         try:
-            m = await nc.request(inject_subject(a.prefix or "", a.drill), json.dumps(req).encode(), timeout=a.wait)
+            m = await nc.request(Subjects(a.prefix or "").drill_inject(a.drill), encode(req), timeout=a.wait)
         except Exception:
             print(f"patrollink drill inject: no drill answered on {', '.join(urls)}"
                   + (f" (drill {a.drill})" if a.drill else "") + f" within {a.wait:g} s", file=sys.stderr)
             return 1
         finally:
             await nc.close()
-        r = json.loads(m.data)
-        if not r.get("ok"):
-            print(f"patrollink drill inject: drill {r.get('drill')}: {r.get('error')}", file=sys.stderr)
+        r = DrillInjectResult.model_validate_json(m.data)
+        if not r.ok:
+            print(f"patrollink drill inject: drill {r.drill}: {r.error}", file=sys.stderr)
             return 1
-        where = f"in camera {r['camera']}'s video" if r.get("camera") else "reported by an operator"
-        print(f"drill {r['drill']}: incident #{r['n']} ({r['kind']}, expected alert {r['expected_kind']}, "
-              f"priority {r['priority']}) {where} at t={r['at_s']:.0f} s")
+        where = f"in camera {r.camera}'s video" if r.camera else "reported by an operator"
+        print(f"drill {r.drill}: incident #{r.n} ({r.kind}, expected alert {r.expected_kind}, "
+              f"priority {r.priority}) {where} at t={r.at_s or 0:.0f} s")
         return 0
 
     return asyncio.run(main())

@@ -42,14 +42,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from dispatch.events import (
     Alert,
     AlertSource,
     Area,
     CapCertainty,
     CapStatus,
+    DrillInject,
+    DrillInjectResult,
     IncidentEvent,
     IncidentKind,
+    describe_error,
     encode,
     new_id,
 )
@@ -62,7 +67,6 @@ __all__ = [
     "Drill",
     "DrillRuntime",
     "LiveDrill",
-    "inject_subject",
     "make_drill_district",
     "new_drill_id",
     "read_stream",
@@ -89,13 +93,6 @@ def _iso(t: float | None) -> str | None:
 def new_drill_id(name: str, seed: int) -> str:
     """<scenario>-s<seed>-<UTC yyyymmddThhmmss>, a valid exercise id and subject token."""
     return check_token(f"{name}-s{seed}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}"[:64], "drill id")
-
-
-def inject_subject(prefix: str = "", drill: str | None = None) -> str:
-    """Where `patrollink drill inject` asks a running drill to add an incident: drill.<id>.inject for one
-    drill, drill.inject for whichever runs (request/reply). TODO(lead): move into dispatch.subjects."""
-    base = f"drill.{drill}.inject" if drill else "drill.inject"
-    return f"{prefix}.{base}" if prefix else base
 
 
 def scaled_policy(policy: Any, speed: float) -> Any:
@@ -223,7 +220,6 @@ class DrillRuntime:
         self._subs: list[Any] = []
         self._bg: set[asyncio.Task[Any]] = set()
         self.place_alerts = 0
-        self.inject_handler: Callable[[dict[str, Any]], Any] | None = None
 
     # ------------------------------------------------------------------ start / stop
 
@@ -255,7 +251,7 @@ class DrillRuntime:
                                      reconnect_time_wait=0.25, connect_timeout=5, error_cb=_quiet, disconnected_cb=_quiet_disc,
                                      reconnected_cb=_quiet_disc)
         self._subs.append(await self.nc.subscribe(self.s.all_incident_events, cb=self._on_incident_event))
-        for subj in (inject_subject(self.prefix, self.exercise), inject_subject(self.prefix)):
+        for subj in (self.s.drill_inject(self.exercise), self.s.drill_inject()):
             self._subs.append(await self.nc.subscribe(subj, queue="drill-inject", cb=self._on_inject))
         if self.camera_ids:
             from adapters.camera.runner import CameraRunner
@@ -410,34 +406,33 @@ class DrillRuntime:
 
     async def _on_inject(self, m: Any) -> None:
         try:
-            req = json.loads(m.data or b"{}")
-            if not isinstance(req, dict):
-                raise ValueError("the request is a JSON object")
-            if req.get("drill") and req["drill"] != self.exercise:
-                return  # for another drill
-            if self.inject_handler is not None:
-                rec = await self.inject_handler(req)
-            else:
-                rec = await self.inject(req)
-            reply = {"ok": True, "drill": self.exercise, "n": rec["n"], "at_s": rec["at_s"], "camera": rec.get("camera"),
-                     "kind": rec["kind"], "expected_kind": rec["expected_kind"], "priority": rec.get("priority")}
-        except Exception as e:  # a trainer's typo must not stop the drill
-            reply = {"ok": False, "drill": self.exercise, "error": str(e)}
+            req = DrillInject.model_validate_json(m.data or b"{}")
+        except ValidationError as e:  # a trainer's typo must not stop the drill
+            await self._answer(m, DrillInjectResult(ok=False, drill=self.exercise, error=describe_error(e)[:300]))
+            return
+        if req.drill and req.drill != self.exercise:
+            return  # for another drill
+        try:
+            rec = await self.inject(req)
+            reply = DrillInjectResult(ok=True, drill=self.exercise, n=rec["n"], at_s=rec["at_s"], camera=rec.get("camera"),
+                                      kind=rec["kind"], expected_kind=rec["expected_kind"], priority=rec.get("priority"))
+        except Exception as e:  # a camera not in the drill, a place outside the district: say so, go on
+            reply = DrillInjectResult(ok=False, drill=self.exercise, error=str(e)[:300])
+        await self._answer(m, reply)
+
+    @staticmethod
+    async def _answer(m: Any, reply: DrillInjectResult) -> None:
         if m.reply:
             with contextlib.suppress(Exception):
-                await m.respond(json.dumps(reply).encode())
+                await m.respond(encode(reply))
 
-    async def inject(self, req: dict[str, Any]) -> dict[str, Any]:
-        """{camera, kind[, seconds]} or {at: [lat, lon], kind[, priority]} -> the scripted record."""
-        kind = str(req.get("kind") or "")
-        if req.get("camera"):
-            return self.inject_camera(str(req["camera"]), kind, seconds=req.get("seconds"), source="trainer",
-                                      description=str(req.get("description") or ""))
-        at = req.get("at")
-        if not (isinstance(at, (list, tuple)) and len(at) == 2):
-            raise ValueError("give camera, or at: [lat, lon]")
-        return await self.inject_place(kind, float(at[0]), float(at[1]), priority=req.get("priority"), source="trainer",
-                                       description=str(req.get("description") or ""))
+    async def inject(self, req: DrillInject) -> dict[str, Any]:
+        """Script the requested incident (in a camera's video, or reported at a place) -> the scripted record."""
+        if req.camera is not None:
+            return self.inject_camera(req.camera, req.kind, seconds=req.seconds, source="trainer", description=req.description)
+        assert req.at is not None  # DrillInject checks one of the two is given
+        return await self.inject_place(req.kind, req.at.lat, req.at.lon, priority=req.priority, source="trainer",
+                                       description=req.description)
 
     # ------------------------------------------------------------------ ground truth
 
@@ -658,7 +653,6 @@ class Drill:
                 camera_rules=dict(sc.cameras.rules), camera_priorities=priorities, behaviour=sc.units.behaviour(),
                 sim_units=sc.simulated_units, state_dir=self.state_dir, scale_policy=self.engine == "own",
             )
-            self.rt.inject_handler = self._inject_request
             await self.rt.serve_cameras()
             stack.push_async_callback(self.rt.stop)
             if self.engine == "own":
@@ -752,10 +746,6 @@ class Drill:
         if self.app is not None and not self._engine_stopped:
             self._engine_stopped = True
             await self.app.stop()
-
-    async def _inject_request(self, req: dict[str, Any]) -> dict[str, Any]:
-        rec = await self.rt.inject(req)
-        return rec
 
     # -- the timeline
     async def _timeline(self) -> None:

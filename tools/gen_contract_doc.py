@@ -31,6 +31,7 @@ SUBJECTS = [
     ("incidents.<incident_id>.<event>", "IncidentEvent", "engine -> console, audit", "INCIDENTS"),
     ("ops.incident.<incident_id>.<action>", "IncidentAction", "console -> engine (close, cancel, reassign, escalate)", "OPS"),
     ("ops.verdict.<camera_id>", "CameraFeedback", "console -> every console, camera statistics", "OPS"),
+    ("drill.inject, drill.<drill_id>.inject", "DrillInject -> DrillInjectResult", "trainer (`patrollink drill inject`) -> running drill (request/reply)", "-"),
     ("deadletter.<subject>", "Rejected", "anyone who refuses input", "DEADLETTER"),
 ]
 

@@ -100,6 +100,36 @@ async def test_tail_follows_incident_events_in_readable_lines(tieshan_engine, na
         assert await asyncio.wait_for(proc.wait(), 10) == 0
 
 
+@pytest.mark.timeout(120)
+async def test_drill_live_runs_on_a_running_engine_and_a_trainer_injects_into_it(tieshan_engine, nats_server, fresh_prefix):
+    district, rt = tieshan_engine
+    proc = await asyncio.create_subprocess_exec(
+        *PATROLLINK, "drill", "live", "--nats", nats_server.url, "--prefix", fresh_prefix, "--cameras", "0",
+        "--every", "3600", cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        banner = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
+        assert "live drill `live`" in banner and f"{len(district.units)} simulated units" in banner
+        res = await run_cli("drill", "inject", "--nats", nats_server.url, "--prefix", fresh_prefix,
+                            "--at", "30.2019437,114.901259", "--kind", "theft")
+        assert res.returncode == 0, res.stderr
+        assert "drill live: incident #1 (theft" in res.stdout and "reported by an operator" in res.stdout
+        state = rt.need_shell().state
+        for _ in range(100):
+            served = [i for i in state.incidents.values() if i.exercise == "live" and i.unit is not None]
+            if served:
+                break
+            await asyncio.sleep(0.2)
+        # the engine sent one of the drill's simulated units: the drill's units answer for the district's
+        assert served and served[0].kind.value == "theft"
+        assert state.units[served[0].unit].exercise == "live"
+        bad = await run_cli("drill", "inject", "--nats", nats_server.url, "--prefix", fresh_prefix, "--at", "10,10", "--kind", "theft")
+        assert bad.returncode == 1 and "outside district" in bad.stderr
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+
+
 async def test_client_commands_without_a_server_say_how_to_get_one(tmp_path):
     env = {**os.environ, "PATROLLINK_STATE": str(tmp_path), "PATROLLINK_NATS": ""}
     res = subprocess.run([*PATROLLINK, "units"], cwd=REPO, env=env, capture_output=True, text=True, timeout=30)
@@ -121,35 +151,57 @@ def test_check_config_names_file_line_field_and_reason_and_exits_non_zero(tmp_pa
 
 
 @pytest.mark.slow
-def test_run_starts_everything_dispatches_simulated_alerts_and_stops_cleanly_on_ctrl_c(tmp_path):
+@pytest.mark.timeout(180)
+def test_run_is_a_live_drill_a_trainer_injects_into_and_ctrl_c_stops_cleanly(tmp_path):
     env = {**os.environ, "PATROLLINK_STATE": str(tmp_path / "state")}
     env.pop("PATROLLINK_NATS", None)
     proc = subprocess.Popen(
-        [*PATROLLINK, "run", "--alert-every", "1", "--state-dir", str(tmp_path / "state"), "--console-port", "0"],
+        [*PATROLLINK, "run", "--cameras", "2", "--alert-every", "3600", "--state-dir", str(tmp_path / "state"),
+         "--console-port", "0"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        start_new_session=True,  # Ctrl-C at a terminal signals the whole process group: so does this test
     )
     try:
         banner = []
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             line = proc.stdout.readline()
             banner.append(line)
-            if line.startswith("Ctrl-C stops everything"):
+            if line.startswith("Ctrl-C stops everything") or not line:
                 break
         text = "".join(banner)
         assert "nats-server (embedded, JetStream) at nats://127.0.0.1:" in text
-        assert "PatrolLink is running on district Tieshan" in text and "patrollink tail" in text
+        assert "PatrolLink is running on district Tieshan, as a live drill" in text and "patrollink tail" in text
+        assert "2 synthetic cameras watched by the camera adapter" in text
         assert "console:    http://127.0.0.1:" in text and "/terminal" in text
-        seen = ""
+        assert "patrollink drill inject --camera cam01 --kind intrusion" in text
+
+        # the trainer plays an intruder in cam01's video, and reports a theft somewhere in the streets
+        intruder = subprocess.run([*PATROLLINK, "drill", "inject", "--camera", "cam01", "--kind", "intrusion"],
+                                  cwd=REPO, env=env, capture_output=True, text=True, timeout=30)
+        assert intruder.returncode == 0, intruder.stderr
+        assert "(intrusion" in intruder.stdout and "in camera cam01's video" in intruder.stdout
+        wrong = subprocess.run([*PATROLLINK, "drill", "inject", "--camera", "cam16", "--kind", "fight"],
+                               cwd=REPO, env=env, capture_output=True, text=True, timeout=30)
+        assert wrong.returncode == 1 and "cam16" in wrong.stderr and "not in this drill" in wrong.stderr
+        theft = subprocess.run([*PATROLLINK, "drill", "inject", "--at", "30.2019437,114.901259", "--kind", "theft"],
+                               cwd=REPO, env=env, capture_output=True, text=True, timeout=30)
+        assert theft.returncode == 0 and "reported by an operator" in theft.stdout, theft.stderr
+
+        dispatched = ("assigned", "acknowledged", "en_route", "on_scene", "resolved")
+        rows: list[str] = []
         while time.monotonic() < deadline:
             res = subprocess.run([*PATROLLINK, "incidents", "--all"], cwd=REPO, env=env, capture_output=True, text=True, timeout=30)
-            seen = res.stdout
-            if any(state in seen for state in ("assigned", "en_route", "on_scene", "resolved", "acknowledged")):
+            rows = [r for r in res.stdout.splitlines() if any(f" {st} " in r for st in dispatched)]
+            # the camera adapter saw the intruder in the video, the engine sent a simulated unit
+            if any(" intrusion " in r and "entrance" in r and r.rstrip().endswith("live") for r in rows) and \
+                    any(" theft " in r for r in rows):
                 break
             time.sleep(1)
-        assert any(state in seen for state in ("assigned", "en_route", "on_scene", "resolved", "acknowledged")), seen
+        assert any(" intrusion " in r and "entrance" in r for r in rows), rows
+        assert any(" theft " in r for r in rows), rows
     finally:
-        proc.send_signal(signal.SIGINT)
-        code = proc.wait(timeout=30)
+        os.killpg(proc.pid, signal.SIGINT)
+        code = proc.wait(timeout=60)
     assert code == 0
     assert not (tmp_path / "state" / "nats.url").exists()  # the embedded server went away with it

@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from dispatch.events import IncidentEvent, UnitPosition, encode
+from dispatch.events import DrillInject, DrillInjectResult, IncidentEvent, Point, UnitPosition, encode
 from dispatch.subjects import Subjects
-from simulators.drill import Drill, inject_subject, read_stream
+from simulators.drill import Drill, read_stream
 from simulators.scenario import load_scenario
 
 REPO = Path(__file__).resolve().parents[2]
@@ -120,10 +120,10 @@ async def _run_quiet(url: str, out: Path, inject: bool) -> Run:
     async def trainer() -> None:  # `patrollink drill inject` speaks this request/reply
         while not (drill.clock.started and drill.clock.now() > 150):  # after the timeline's last incident
             await asyncio.sleep(0.1)
-        for req in ({"camera": "cam09", "kind": "fight"}, {"camera": "cam03", "kind": "intrusion"},
-                    {"at": [30.2019437, 114.901259], "kind": "theft", "priority": 2}):
-            m = await nc.request(inject_subject(prefix), json.dumps(req).encode(), timeout=5)
-            replies.append(json.loads(m.data))
+        for req in (DrillInject(camera="cam09", kind="fight"), DrillInject(camera="cam03", kind="intrusion"),
+                    DrillInject(at=Point(lat=30.2019437, lon=114.901259), kind="theft", priority=2)):
+            m = await nc.request(s.drill_inject(), encode(req), timeout=5)
+            replies.append(DrillInjectResult.model_validate_json(m.data).model_dump())
 
     tasks = [asyncio.create_task(real_unit())] + ([asyncio.create_task(trainer())] if inject else [])
     try:
