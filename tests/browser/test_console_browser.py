@@ -12,7 +12,8 @@ One scenario, in the order a shift would see it:
 4. drill traffic: a drill unit gets a DRILL order, a drill incident nobody can take escalates:
    supervisor banner, drill banner, drill incidents apart from real ones;
 5. the operator flags an incident by clicking the map: the nearest unit's terminal shows the
-   order within a second of the click; no other unit sees it (page and API);
+   order within a second of the click; no other unit sees it (page and API); later one is flagged
+   from a camera tile's flag button;
 6. screenshots of both pages at that moment (test-artifacts/);
 7. on scene, cleared; an order nobody acknowledges shows the ACK LATE warning;
 8. no page asked any host but 127.0.0.1.
@@ -213,6 +214,11 @@ async def _scenario(chromium: Any, stack: DevStack, local_only: Any, artifacts: 
     banner = op.locator(".banner-escalation")
     await banner.wait_for(timeout=5000)
     assert "SUPERVISOR" in await banner.inner_text() and "ESCALATED" in await banner.inner_text()
+    # and it is heard: the camera alert chimed, the escalation sounded the alarm (audio unlocked by the
+    # operator's earlier clicks, as a browser requires)
+    chimes = await op.evaluate("PLConsole.chimes")
+    assert any(c["what"] == "alert" for c in chimes), chimes
+    assert any(c["what"] == "escalation" and c["played"] for c in chimes), chimes
     await op.wait_for_selector("#incRows tr.section.drill", timeout=3000)
     drill_rows = await op.evaluate("[...document.querySelectorAll('#incRows tr')].map(r => r.classList.contains('section') ? (r.classList.contains('drill') ? 'DRILL' : 'REAL') : (r.classList.contains('drillrow') ? 'd' : 'r'))")
     split = drill_rows.index("DRILL")
@@ -258,14 +264,18 @@ async def _scenario(chromium: Any, stack: DevStack, local_only: Any, artifacts: 
     await row.locator('td .badge[data-state="resolved"]').first.wait_for(timeout=3000)
     await p07.wait_for_selector("#none:not(.hidden)", timeout=3000)
     await _until(lambda: shell.state.units["p07"].state.value == "available", "p07 free")
-    # priority 3 orders must be acknowledged within 4 s in this district: nobody does
-    await map_click(op, *NEAR_CAM01)
+    # the operator flags what they see on cam01's feed (its tile's flag button, not the map); priority 3
+    # orders must be acknowledged within 4 s in this district: nobody does
+    await op.click('.tile[data-camera="cam01"] .flagbtn')
     await op.wait_for_selector("#dlgFlag[open]")
+    assert "camera cam01" in await op.locator("#flagPlace").inner_text()
+    assert not await op.evaluate("document.querySelector('.tile[data-camera=\"cam01\"]').classList.contains('big')")
     await op.select_option("#flagKind", "suspicious")
     await op.check('input[name="flagPri"][value="3"]')
     await op.click("#flagSend")
     await p07.wait_for_selector(".t-order", timeout=2000)
     late_iid = await p07.locator(".t-order").get_attribute("data-incident")
+    assert shell.state.incidents[late_iid].camera == "cam01"  # flagged on the feed: the incident names the camera
     late_row = op.locator(f'#incRows tr[data-incident="{late_iid}"]')
     await late_row.locator('[data-warn="ack-late"]').first.wait_for(timeout=10000)
     assert "ACK LATE" in await late_row.locator(".ackcell").inner_text()

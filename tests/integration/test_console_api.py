@@ -6,9 +6,8 @@ One stack per module (adapters/console/devstack.py): the engine (build_app) and 
 sessions with their own cookie jars, one per person. Waits are bounded reads, never sleeps
 standing in for an assertion.
 
-The proposed engine input for operator actions (`ops.incident.<id>.<action>`, see
-docs/console.md) is played here by `ops_bridge`: close/cancel become the core's existing
-`CloseIncident`, exactly as the engine would do it once the subscriber exists.
+Operator actions (`ops.incident.<id>.<action>`, stream OPS) reach the engine through its own
+durable consumer, as in production.
 """
 
 from __future__ import annotations
@@ -38,7 +37,6 @@ from adapters.console.auth import (
     parse_users,
     verify_password,
 )
-from adapters.console.contract import IncidentAction
 from adapters.console.devstack import DevStack
 from dispatch.subjects import Subjects
 
@@ -120,26 +118,10 @@ async def stack(nats_server, tmp_path_factory):
     st = DevStack(nats_server.url, prefix, tmp_path_factory.mktemp("console-api"),
                   positions={"p07": NEAR_CAM01, "p03": P03_HOME}, policy={"ack_timeout_s": {1: 60, 2: 60, 3: 60}})
     await st.start()
-    bridge = await ops_bridge(st)
     try:
         yield st
     finally:
-        await bridge.unsubscribe()
         await st.stop()
-
-
-async def ops_bridge(st: DevStack) -> Any:
-    """What the proposed engine subscriber does with close/cancel actions (docs/console.md)."""
-    from dispatch.core.decide import CloseIncident
-
-    shell = st.engine_rt.need_shell()
-
-    async def on(msg: Any) -> None:
-        act = IncidentAction.model_validate_json(msg.data)
-        if act.action in ("close", "cancel"):
-            await shell.apply(CloseIncident(act.incident_id, by=act.operator, disposition=act.disposition, cancel=act.action == "cancel"))
-
-    return await st.nc.subscribe(f"{st.prefix}.ops.incident.*.*", cb=on)
 
 
 @pytest.fixture
@@ -432,7 +414,7 @@ async def test_camera_alert_snapshot_confirm_dismiss_close_with_who(stack, peopl
         rec = json.loads(m.data)
         assert rec["operator"] == "op1" and rec["console"] == "console1" and rec["disposition"].startswith("resolved on scene")
         res = await _eventually(lambda: next((d for d in op.of("ievent") if d["incident_id"] == iid and d["event"] == "resolved"), None), what="resolved")
-        assert "(by op1)" in res["detail"]
+        assert "(by op1@console1)" in res["detail"]
         await _eventually(lambda: any(o["order_id"] == order["order_id"] and o["action"] == "cancel" for o in p07.of("order")), what="the order withdrawn")
         st, body = await op.post(f"/api/incidents/{iid}/close", {"disposition": "again"})
         assert st == 404
@@ -446,7 +428,7 @@ async def test_camera_alert_snapshot_confirm_dismiss_close_with_who(stack, peopl
         assert fb["verdict"] == "dismissed" and fb["operator"] == "op1" and fb["reason"] == "tree shadow"
         cancelled = await _eventually(lambda: next((d for d in op.of("ievent") if d["incident_id"] == entry_b["incident_id"] and d["event"] == "cancelled"), None),
                                       what="cancelled")
-        assert "false alarm: tree shadow" in cancelled["detail"] and "(by op1)" in cancelled["detail"]
+        assert "false alarm: tree shadow" in cancelled["detail"] and "(by op1@console1)" in cancelled["detail"]
         # a second console, started now, sees both verdicts from the OPS and ALERTS streams
         late = await people("op2", ws=True)
         snap = late.of("snapshot")[0]

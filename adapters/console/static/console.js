@@ -13,6 +13,7 @@ const S = {
   tiles: new Map(), selected: null, pick: null, drills: new Map(), connected: false,
   seenEsc: new Set(JSON.parse(sessionStorage.getItem("pl.seenEsc") || "[]")),
   dirty: { alerts: true, board: true, map: true, tiles: true, banners: true },
+  sound: localStorage.getItem("pl.sound") !== "off", chimes: [],
 };
 window.PLConsole = S;  // for tests and for a curious operator's devtools
 
@@ -25,9 +26,10 @@ window.PLConsole = S;  // for tests and for a curious operator's devtools
   document.getElementById("district").textContent = me.district + " — console " + me.console;
   document.getElementById("me").innerHTML = `${PL.esc(S.me.name)} <span class="badge ${S.me.role === "supervisor" ? "st-on_scene" : "st-unknown"}">${S.me.role.toUpperCase()}</span>`;
   document.getElementById("logout").onclick = PL.logout;
+  wireSound();
   for (const el of document.querySelectorAll(".supervisor-only")) el.classList.toggle("hidden", S.me.role !== "supervisor");
   S.mapData = await PL.api("GET", "/api/map");
-  S.map = new PL.DistrictMap(document.getElementById("map"), S.mapData, { onClick: openFlag });
+  S.map = new PL.DistrictMap(document.getElementById("map"), S.mapData, { onClick: (lat, lon) => openFlag(lat, lon) });
   legend();
   buildTiles(S.mapData.cameras);
   fillKinds();
@@ -53,10 +55,12 @@ function onLive(t, d) {
     case "ievent": {
       const i = S.incidents.get(d.incident_id);
       if (i) { i.timeline = (i.timeline || []).concat([d]).slice(-20); if (d.explanation) i.explanation = d.explanation; }
-      if (d.event === "escalated") { S.escalations.set(d.incident_id, d); S.dirty.banners = true; }
+      if (d.event === "escalated") { S.escalations.set(d.incident_id, d); S.dirty.banners = true; chime("escalation"); }
       S.dirty.board = true; noteDrill(d.exercise); break;
     }
-    case "alert": S.alerts.set(d.event_id, d); S.dirty.alerts = true; S.dirty.tiles = true; noteDrill(d.exercise); break;
+    case "alert":
+      if (!S.alerts.has(d.event_id)) chime("alert");  // a new camera alert to check
+      S.alerts.set(d.event_id, d); S.dirty.alerts = true; S.dirty.tiles = true; noteDrill(d.exercise); break;
     case "health": S.health.set(d.camera, d); S.dirty.tiles = true; break;
     case "order": {
       const i = S.incidents.get(d.incident_id);
@@ -91,6 +95,39 @@ function connState() {
   if (!S.connected) { el.className = "conn bad"; el.textContent = "✗ SERVER LOST — reconnecting"; }
   else if (!nats) { el.className = "conn bad"; el.textContent = "✗ NATS DOWN"; }
   else { el.className = "conn ok"; el.textContent = "● LIVE"; }
+}
+
+// ------------------------------------------------------------------ sound: a chime for a new camera alert, an alarm for an escalation
+// Browsers play sound only after a gesture on the page: the first click anywhere unlocks it.
+let audio = null;
+function wireSound() {
+  const b = document.getElementById("sound");
+  const show = () => { b.textContent = S.sound ? "🔔 Sound on" : "🔕 Sound off"; b.classList.toggle("off", !S.sound); };
+  b.onclick = () => { S.sound = !S.sound; localStorage.setItem("pl.sound", S.sound ? "on" : "off"); show(); if (S.sound) chime("test"); };
+  show();
+  document.addEventListener("click", () => { unlockAudio(); }, { capture: true });
+}
+function unlockAudio() {
+  try {
+    if (!audio) audio = new (window.AudioContext || window.webkitAudioContext)();
+    if (audio.state === "suspended") audio.resume();
+  } catch (e) { audio = null; }
+}
+function chime(what) {
+  S.chimes.push({ what, t: Date.now(), played: false });
+  if (S.chimes.length > 50) S.chimes.shift();
+  if (!S.sound || !audio || audio.state !== "running") return;
+  // two short tones for an alert, three lower, longer ones for an escalation
+  const tones = what === "escalation" ? [[440, 0, 0.35], [330, 0.4, 0.35], [440, 0.8, 0.35]] : [[880, 0, 0.12], [1175, 0.16, 0.14]];
+  const t0 = audio.currentTime + 0.02;
+  for (const [f, at, len] of tones) {
+    const o = audio.createOscillator(), g = audio.createGain();
+    o.frequency.value = f; o.type = "sine";
+    g.gain.setValueAtTime(0.0001, t0 + at); g.gain.exponentialRampToValueAtTime(0.3, t0 + at + 0.02);
+    g.gain.exponentialRampToValueAtTime(0.0001, t0 + at + len);
+    o.connect(g).connect(audio.destination); o.start(t0 + at); o.stop(t0 + at + len + 0.05);
+  }
+  S.chimes[S.chimes.length - 1].played = true;
 }
 
 // ------------------------------------------------------------------ banners: supervisor (escalations) and drill
@@ -138,10 +175,13 @@ function buildTiles(cams) {
     el.className = "tile"; el.dataset.camera = c.id; el.dataset.frames = "0";
     el.innerHTML = `<video muted autoplay playsinline></video><img class="still hidden" alt="">` +
       `<svg class="boxes" preserveAspectRatio="none"></svg><div class="novideo">connecting…</div>` +
-      `<div class="cap"><span class="hl h-unknown">?</span><b>${PL.esc(c.id)}</b><span class="nm">${PL.esc(c.name)}</span></div>` +
+      `<div class="cap"><span class="hl h-unknown">?</span><b>${PL.esc(c.id)}</b><span class="nm">${PL.esc(c.name)}</span>` +
+      `<button type="button" class="flagbtn" data-flag="${PL.esc(c.id)}" title="flag an incident seen on ${PL.esc(c.id)}">⚑ flag</button></div>` +
       `<div class="alertcap hidden"></div><div class="mode">…</div>`;
     el.title = `${c.id}: ${c.name}`;
     el.onclick = () => el.classList.toggle("big");
+    // what the operator sees on this feed: an incident at the camera, with the camera named
+    el.querySelector(".flagbtn").onclick = (ev) => { ev.stopPropagation(); openFlag(c.lat, c.lon, c); };
     box.appendChild(el);
     const t = { cam: c, el, video: el.querySelector("video"), img: el.querySelector("img.still"), pc: null, peer: null, mode: "connecting", frames: 0, lastFrame: 0, started: 0, retryAt: 0, snapT: null, reason: "" };
     S.tiles.set(c.id, t);
@@ -469,14 +509,17 @@ function renderMap() {
 function fillKinds() {
   document.getElementById("flagKind").innerHTML = PL.KINDS.filter((k) => !k.startsWith("camera_")).map((k) => `<option value="${k}">${PL.kindWord(k)}</option>`).join("");
 }
-function openFlag(lat, lon) {
-  S.pick = { lat, lon, kind: "pick", label: "flag here?" }; S.dirty.map = true;
+function openFlag(lat, lon, cam) {
+  S.pick = { lat, lon, kind: "pick", label: cam ? `flag at ${cam.id}?` : "flag here?" }; S.dirty.map = true;
   const d = document.getElementById("dlgFlag");
-  d.dataset.lat = lat; d.dataset.lon = lon;
-  document.getElementById("flagPlace").textContent = `at ${lat.toFixed(5)}, ${lon.toFixed(5)}`;
+  d.dataset.lat = lat; d.dataset.lon = lon; d.dataset.camera = cam ? cam.id : "";
+  document.getElementById("flagPlace").textContent = cam ? `seen on camera ${cam.id} (${cam.name})` : `at ${lat.toFixed(5)}, ${lon.toFixed(5)}`;
   document.getElementById("flagNote").value = "";
   const drills = activeDrills();
   document.getElementById("flagDrill").innerHTML = `<option value="">Real operations</option>` + drills.map((x) => `<option value="${PL.esc(x)}">DRILL ${PL.esc(x)}</option>`).join("");
+  // a drill camera's picture is drill traffic: offer its drill first
+  const h = cam && S.health.get(cam.id);
+  if (h && h.exercise && drills.includes(h.exercise)) document.getElementById("flagDrill").value = h.exercise;
   d.showModal();
 }
 
@@ -490,6 +533,7 @@ function wireDialogs() {
       priority: parseInt(document.querySelector('input[name="flagPri"]:checked').value, 10), note: document.getElementById("flagNote").value,
     };
     const ex = document.getElementById("flagDrill").value; if (ex) body.exercise = ex;
+    if (flag.dataset.camera) body.camera = flag.dataset.camera;
     try {
       const r = await PL.api("POST", "/api/incidents/flag", body);
       flag.close(); S.pick = null; S.dirty.map = true;
