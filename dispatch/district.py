@@ -985,8 +985,8 @@ def _loc_str(loc: Loc) -> str:
     return s
 
 
-class _Yaml:
-    """A parsed YAML document and its node tree, to turn a pydantic `loc` into (field, line)."""
+class YamlDoc:
+    """A parsed YAML document's node tree, to turn a pydantic `loc` into (field, line)."""
 
     def __init__(self, root: yaml.Node | None):
         self.root = root
@@ -1051,9 +1051,9 @@ def _duplicate_keys(node: yaml.Node | None, path: Loc = ()) -> list[tuple[Loc, i
     return out
 
 
-def _model_at(loc: Loc) -> type[BaseModel] | None:
-    """The model class that validates the mapping at `loc`, for listing allowed fields."""
-    tp: Any = District
+def _model_at(loc: Loc, root: type[BaseModel]) -> type[BaseModel] | None:
+    """The model class under `root` that validates the mapping at `loc`, for listing allowed fields."""
+    tp: Any = root
     for p in loc:
         tp = _unwrap(tp)
         if isinstance(tp, type) and issubclass(tp, BaseModel):
@@ -1088,12 +1088,14 @@ def _unwrap(tp: Any) -> Any:
             return tp
 
 
-def _reason(err: Mapping[str, Any]) -> str:
+def config_reason(err: Mapping[str, Any], root: type[BaseModel] | None = None) -> str:
+    """A pydantic error as a person reads it: unknown fields with a suggestion, no pydantic jargon.
+    `root` is the model the whole file validates against (default District)."""
     kind = err["type"]
     loc = tuple(err["loc"])
     if kind == "extra_forbidden":
         name = str(loc[-1]) if loc else "?"
-        model = _model_at(loc[:-1])
+        model = _model_at(loc[:-1], root or District)
         if model is not None:
             allowed = list(model.model_fields)
             close = difflib.get_close_matches(name, allowed, n=1)
@@ -1117,25 +1119,20 @@ def _reason(err: Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------- load / check
 
 
-def load_district(path: str | Path) -> District:
-    """Read, parse and validate a district YAML; raise ConfigError listing every problem."""
-    path = Path(path)
+def read_yaml(path: Path, error: type[ConfigError] = ConfigError, empty_hint: str = "") -> tuple[dict[Any, Any], YamlDoc, list[tuple[Loc, int, str]]]:
+    """Read a YAML config file whose top level is a mapping: (data, its node tree, keys written twice).
+    Raises `error` naming the file (and the line, for a syntax error) when it cannot be read or parsed."""
     fname = str(path)
-    issues: list[ConfigIssue] = []
-
-    def issue(line: int | None, field: str, reason: str) -> None:
-        issues.append(ConfigIssue(fname, line, field, reason))
-
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError([ConfigIssue(fname, None, "", f"file not found ({path.resolve()})")]) from None
+        raise error([ConfigIssue(fname, None, "", f"file not found ({path.resolve()})")]) from None
     except IsADirectoryError:
-        raise ConfigError([ConfigIssue(fname, None, "", "is a folder, not a YAML file")]) from None
+        raise error([ConfigIssue(fname, None, "", "is a folder, not a YAML file")]) from None
     except UnicodeDecodeError as e:
-        raise ConfigError([ConfigIssue(fname, None, "", f"not UTF-8 text ({e.reason} at byte {e.start})")]) from None
+        raise error([ConfigIssue(fname, None, "", f"not UTF-8 text ({e.reason} at byte {e.start})")]) from None
     except OSError as e:
-        raise ConfigError([ConfigIssue(fname, None, "", f"cannot read: {e.strerror or e}")]) from None
+        raise error([ConfigIssue(fname, None, "", f"cannot read: {e.strerror or e}")]) from None
 
     loader = yaml.SafeLoader(text)
     try:
@@ -1145,21 +1142,29 @@ def load_district(path: str | Path) -> District:
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         what = " ".join(x for x in (e.context, e.problem) if x)
-        raise ConfigError(
-            [ConfigIssue(fname, mark.line + 1 if mark else None, "", f"YAML syntax error: {what}")]
-        ) from None
+        raise error([ConfigIssue(fname, mark.line + 1 if mark else None, "", f"YAML syntax error: {what}")]) from None
     except yaml.YAMLError as e:
-        raise ConfigError([ConfigIssue(fname, None, "", f"YAML error: {e}")]) from None
+        raise error([ConfigIssue(fname, None, "", f"YAML error: {e}")]) from None
     finally:
         loader.dispose()
-
-    doc = _Yaml(root)
     if data is None:
-        raise ConfigError([ConfigIssue(fname, 1, "", "the file is empty; a district needs name, timezone, center and communities")])
+        raise error([ConfigIssue(fname, 1, "", "the file is empty" + (f"; {empty_hint}" if empty_hint else ""))])
     if not isinstance(data, dict):
-        raise ConfigError(
-            [ConfigIssue(fname, root.start_mark.line + 1 if root else 1, "", f"the top level must be a mapping (key: value), got a {type(data).__name__}")]
-        )
+        raise error([ConfigIssue(fname, root.start_mark.line + 1 if root else 1, "",
+                                 f"the top level must be a mapping (key: value), got a {type(data).__name__}")])
+    return data, YamlDoc(root), dups
+
+
+def load_district(path: str | Path) -> District:
+    """Read, parse and validate a district YAML; raise ConfigError listing every problem."""
+    path = Path(path)
+    fname = str(path)
+    issues: list[ConfigIssue] = []
+
+    def issue(line: int | None, field: str, reason: str) -> None:
+        issues.append(ConfigIssue(fname, line, field, reason))
+
+    data, doc, dups = read_yaml(path, ConfigError, "a district needs name, timezone, center and communities")
     # docker-compose style extension fields (`x-zones: &gate ...`) are for anchors only
     data = {k: v for k, v in data.items() if not (isinstance(k, str) and k.startswith("x-"))}
 
@@ -1180,7 +1185,7 @@ def load_district(path: str | Path) -> District:
             if any(len(loc) > len(k) and loc[: len(k)] == k and loc[-1] != "[key]" for k in bad_keys):
                 continue
             field, line = doc.locate(loc)
-            issue(line, field, _reason(err))
+            issue(line, field, config_reason(err))
 
     # cross-field checks, on the raw data so they run even when other parts failed
     for loc, reason in _reference_issues(data, doc.line):

@@ -9,7 +9,7 @@ Every problem is reported at once, each naming the file, the line and the field,
 like the district config (`patrollink check-config`):
 
     config/scenarios/bad.yaml:14: incidents[1].camera: unknown camera 'cam99' (district Tieshan has cam01 ... cam16); did you mean 'cam09'?
-    config/scenarios/bad.yaml:19: incidents[2].at: Input should be greater than or equal to 0 (got -5)
+    config/scenarios/bad.yaml:19: incidents[2].at: input should be greater than or equal to 0 (got -5)
     config/scenarios/bad.yaml:27: failures[0].radio_silent: unit 'p99' is not in district Tieshan
 
 The format is documented in docs/drills.md.
@@ -24,7 +24,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -36,7 +35,7 @@ from pydantic import (
     model_validator,
 )
 
-from dispatch.district import ConfigError, ConfigIssue, District, Rules, load_district
+from dispatch.district import ConfigError, ConfigIssue, District, Rules, config_reason, load_district, read_yaml
 from dispatch.events import IncidentKind, Point
 from dispatch.subjects import check_token
 from simulators.units import Behaviour, Delay
@@ -305,79 +304,7 @@ class Scenario(_M):
 Loc = tuple[Any, ...]
 
 
-def _locate(root: yaml.Node | None, loc: Loc) -> tuple[str, int | None]:
-    """A pydantic error location -> (field path as people write it, line of the deepest node found)."""
-    node = root
-    line = node.start_mark.line + 1 if node is not None else None
-    parts = ""
-    for p in loc:
-        if isinstance(p, str) and (p.startswith("function-") or p in ("[key]",) or p in _UNION_TAGS):
-            continue
-        if isinstance(node, yaml.MappingNode):
-            found = None
-            for k, v in node.value:
-                if isinstance(k, yaml.ScalarNode) and k.value == str(p):
-                    found = (k, v)
-            parts += f".{p}" if parts else str(p)
-            if found is not None:
-                line = found[0].start_mark.line + 1
-                node = found[1]
-            else:
-                node = None
-        elif isinstance(node, yaml.SequenceNode) and isinstance(p, int) and 0 <= p < len(node.value):
-            parts += f"[{p}]"
-            node = node.value[p]
-            line = node.start_mark.line + 1
-        else:
-            parts += f"[{p}]" if isinstance(p, int) else (f".{p}" if parts else str(p))
-            node = None
-    return parts, line
-
-
 _UNION_TAGS = {"Point", "str", "literal['all','none']", "tuple[str, ...]", "Delay", "float", "int", "none"}
-
-
-def _model_at(loc: Loc) -> type[BaseModel] | None:
-    tp: Any = Scenario
-    for p in loc:
-        if isinstance(p, int):
-            continue
-        if not (isinstance(tp, type) and issubclass(tp, BaseModel)):
-            return None
-        f = tp.model_fields.get(str(p))
-        if f is None:
-            return None
-        tp = f.annotation
-        for _ in range(3):  # unwrap tuple[X, ...] / X | None
-            args = [a for a in getattr(tp, "__args__", ()) if a is not type(None) and a is not Ellipsis]
-            if isinstance(tp, type) and issubclass(tp, BaseModel):
-                break
-            if len(args) == 1:
-                tp = args[0]
-    return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
-
-
-def _reason(err: Mapping[str, Any]) -> str:
-    kind = err["type"]
-    loc = tuple(err["loc"])
-    if kind == "extra_forbidden":
-        name = str(loc[-1]) if loc else "?"
-        model = _model_at(loc[:-1])
-        if model is not None:
-            allowed = list(model.model_fields)
-            close = difflib.get_close_matches(name, allowed, n=1)
-            return f"unknown field {name!r}" + (f"; did you mean {close[0]!r}?" if close else f" (allowed: {', '.join(allowed)})")
-        return f"unknown field {name!r}"
-    if kind == "missing":
-        return "required field is missing"
-    msg = str(err["msg"])
-    for prefix in ("Value error, ", "Assertion failed, "):
-        if msg.startswith(prefix):
-            return msg[len(prefix):]
-    got = err.get("input")
-    if isinstance(got, (str, int, float, bool)) or got is None:
-        msg += f" (got {got!r})"
-    return msg
 
 
 def _clean_loc(loc: Loc) -> Loc:
@@ -407,31 +334,10 @@ def load_scenario(path: str | Path) -> Scenario:
     def issue(line: int | None, field: str, reason: str) -> None:
         issues.append(ConfigIssue(fname, line, field, reason))
 
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ScenarioError([ConfigIssue(fname, None, "", f"file not found ({path.resolve()})")]) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ScenarioError([ConfigIssue(fname, None, "", f"cannot read: {e}")]) from None
-    loader = yaml.SafeLoader(text)
-    try:
-        root = loader.get_single_node()
-        data = loader.construct_document(root) if root is not None else None
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        what = " ".join(x for x in (e.context, e.problem) if x)
-        raise ScenarioError([ConfigIssue(fname, mark.line + 1 if mark else None, "", f"YAML syntax error: {what}")]) from None
-    except yaml.YAMLError as e:
-        raise ScenarioError([ConfigIssue(fname, None, "", f"YAML error: {e}")]) from None
-    finally:
-        loader.dispose()
-    if data is None:
-        raise ScenarioError([ConfigIssue(fname, 1, "", "the file is empty; a scenario needs at least name and district")])
-    if not isinstance(data, dict):
-        raise ScenarioError([ConfigIssue(fname, 1, "", f"the top level must be a mapping (key: value), got a {type(data).__name__}")])
-
-    def where(loc: Loc) -> tuple[str, int | None]:
-        return _locate(root, loc)
+    data, doc, dups = read_yaml(path, ScenarioError, "a scenario needs at least name and district")
+    where = doc.locate
+    for loc, line, reason in dups:
+        issue(line, where(loc)[0], reason)
 
     scenario: Scenario | None = None
     try:
@@ -440,7 +346,7 @@ def load_scenario(path: str | Path) -> Scenario:
         for err in e.errors():
             loc = _clean_loc(tuple(err["loc"]))
             field, line = where(loc)
-            issue(line, field, _reason({**err, "loc": loc}))
+            issue(line, field, config_reason({**err, "loc": loc}, Scenario))
 
     # the district, then everything the scenario says about it (on the raw data: runs even when other parts failed)
     district: District | None = None
@@ -574,7 +480,7 @@ def _cross_issues(data: Mapping[str, Any], d: District) -> list[tuple[Loc, str]]
                 Rules.model_validate(_deep_merge(base, rules))
             except ValidationError as e:
                 for err in e.errors():
-                    out.append((("cameras", "rules", *err["loc"]), _reason(err)))
+                    out.append((("cameras", "rules", *err["loc"]), config_reason(err, Rules)))
     dur = data.get("duration_s")
     if isinstance(dur, (int, float)) and not isinstance(dur, bool) and dur < last:
         out.append((("duration_s",), f"the drill would end at {dur:g} s, before its last scripted event at {last:g} s"))
