@@ -135,6 +135,7 @@ def cmd_drill(a: argparse.Namespace) -> int:
 
 
 def cmd_live(a: argparse.Namespace) -> int:
+    from dispatch.cli import until_signalled
     from dispatch.district import ConfigError, load_district
     from dispatch.logs import configure
     from dispatch.natsserver import resolve_nats_urls
@@ -159,19 +160,12 @@ def cmd_live(a: argparse.Namespace) -> int:
     async def main() -> None:
         live = LiveDrill(district, urls, prefix=a.prefix or "", seed=1 if a.seed is None else a.seed,
                          cameras=cameras, incident_every_s=a.every)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(sig, stop.set)
-            except NotImplementedError:  # pragma: no cover
-                pass
         try:
             await live.start()
             print(f"live drill `{live.exercise}` on {', '.join(urls)}: {len(live.rt.camera_ids)} synthetic cameras, "
                   f"{len(district.units)} simulated units, an incident about every {a.every:.0f} s; "
                   "`patrollink drill inject ...` adds one; Ctrl-C stops", flush=True)
-            await stop.wait()
+            await until_signalled()
         finally:
             await live.stop()
 
