@@ -83,7 +83,7 @@ def cmd_camera(a: argparse.Namespace) -> int:
 
 
 def cmd_watch(a: argparse.Namespace, camera_ids: list[str]) -> int:
-    from dispatch.cli import _client_urls, _until_signalled
+    from dispatch.cli import _client_urls, until_signalled
     from dispatch.district import ConfigError
     from dispatch.logs import configure
 
@@ -121,7 +121,7 @@ def cmd_watch(a: argparse.Namespace, camera_ids: list[str]) -> int:
             print(f"camera adapter watching {n} camera{'s' if n != 1 else ''} of {district.name} "
                   f"({', '.join(runner.cams)}); NATS {', '.join(urls)}; state in {a.state_dir}. Ctrl-C stops.",
                   file=sys.stderr, flush=True)
-            await _until_signalled()
+            await until_signalled()
             print("stopping: ending open events, sending what is left ...", file=sys.stderr, flush=True)
         finally:
             await runner.stop()
