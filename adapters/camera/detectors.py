@@ -120,6 +120,7 @@ class HogDetector:
     ):
         self.hog = cv2.HOGDescriptor()
         self.hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
+        self._hogs: dict[int, cv2.HOGDescriptor] = {}  # by pyramid depth (nlevels), for searches of a known size range
         self.upscale = upscale
         self.hit_threshold = hit_threshold
         self.scale_step = scale_step
@@ -192,11 +193,20 @@ class HogDetector:
                 continue
             covered.append(crop_box)
             found += self._hog(image, crop_box, f, self.guide_scale)
-        for (x1, y1, x2, y2), h in sized:
+        for item in sized:
+            (x1, y1, x2, y2), h = item[0], item[1]
             f = self.guide_height / max(8.0, h)
             py, px = 0.25 * h, 0.3 * h
             c = (int(max(0, x1 - px)), int(max(0, y1 - py)), int(min(W, x2 + px)), int(min(H, y2 + py)))
-            found += self._hog(image, c, f, 1.1)
+            if len(item) > 2:
+                # people of height h .. item[2] (a motion blob with the scene's perspective known):
+                # upscaled at most `upscale`, and only the pyramid levels that size range needs
+                hmax = max(float(item[2]), h)
+                f = min(self.upscale, f)
+                levels = int(math.ceil(math.log(max(1.0, hmax * f / 91.0)) / math.log(self.scale_step))) + 1
+                found += self._hog(image, c, f, self.scale_step, levels)
+            else:
+                found += self._hog(image, c, f, 1.1)
         todo = [r for r in regions if not any(_inside(r, cb, 0.85) for cb in covered)]
         for c in self.crops(todo, (W, H)):
             # upscale so that the smallest blob in the crop holds a person of >= ~110 px
@@ -234,7 +244,19 @@ class HogDetector:
             return None, 1.0  # cut by the frame edge: the generic search handles it
         return b, f
 
-    def _hog(self, image: np.ndarray, c: Box, f: float, scale: float) -> list[Detection]:
+    def _hog_levels(self, levels: int) -> cv2.HOGDescriptor:
+        if levels >= 64:
+            return self.hog
+        hog = self._hogs.get(levels)
+        if hog is None:
+            d = self.hog
+            hog = cv2.HOGDescriptor(d.winSize, d.blockSize, d.blockStride, d.cellSize, d.nbins, d.derivAperture, d.winSigma,
+                                    d.histogramNormType, d.L2HysThreshold, d.gammaCorrection, levels, d.signedGradient)
+            hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
+            self._hogs[levels] = hog
+        return hog
+
+    def _hog(self, image: np.ndarray, c: Box, f: float, scale: float, levels: int = 64) -> list[Detection]:
         H, W = image.shape[:2]
         cx1, cy1, cx2, cy2 = c
         crop = image[cy1:cy2, cx1:cx2]
@@ -242,7 +264,7 @@ class HogDetector:
             crop = cv2.resize(crop, None, fx=f, fy=f, interpolation=cv2.INTER_LINEAR)
         if crop.shape[0] < 128 or crop.shape[1] < 64:
             return []
-        rects, weights = self.hog.detectMultiScale(
+        rects, weights = self._hog_levels(max(1, levels)).detectMultiScale(
             crop, hitThreshold=self.hit_threshold, winStride=self.win_stride, padding=(8, 8), scale=scale
         )
         out = []

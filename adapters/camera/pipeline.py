@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import zoneinfo
+from collections import deque
 from collections.abc import Callable
 
 import cv2
@@ -66,6 +67,7 @@ class Pipeline:
         jpeg_quality: int = 85,
         motion_model: str = "average",
         cadence: bool = True,
+        perspective: bool = True,
     ):
         self.camera = camera
         self.size = (camera.detect.width, camera.detect.height)
@@ -94,6 +96,11 @@ class Pipeline:
         self._tick = 0
         self._rest: set[int] = set()
         self.cadence = cadence  # steady tracked people are searched every other frame
+        # person size from where the feet are, learned from the people found (None: off)
+        self.perspective: Perspective | None = Perspective(self.size[1]) if perspective else None
+        if self.perspective is not None:
+            self.tracker.size_at = self.perspective.at
+        self.min_person_px = 40.0 * self.size[1] / 360.0
 
     # ------------------------------------------------------------------ runtime controls
 
@@ -154,6 +161,11 @@ class Pipeline:
             detections = self._detect(image, regions, t)
         tracks = self.tracker.update(detections, t, self._rest)
         self._rest = set()
+        if self.perspective is not None:
+            confirmed = {tr.id for tr in tracks if tr.confirmed}
+            for tid, b in self.tracker.hit_ids():
+                if tid in confirmed and b[3] < self.size[1] - 2 and b[1] > 2:
+                    self.perspective.add(b[3], b[3] - b[1])
         conditions = self.rules.step(t, self.clock_minutes(t), tracks, m.tamper)
 
         cache: dict[str, bytes | None] = {}
@@ -212,6 +224,17 @@ class Pipeline:
                 continue
             if float(heat[c[1]:c[3], c[0]:c[2]].mean()) >= 0.5 and not once_a_second:
                 continue  # moves all the time: trees, flags; once a second
+            bands = None
+            if guided is not None and self.perspective is not None:
+                # people shorter than the detector's floor are never reported: no need to look for them
+                floor = 0.7 * self.min_person_px
+                bands = self.perspective.bands(r, min_h=floor)
+                if bands == [] and once_a_second:
+                    # where nobody has stood yet: once a second
+                    bands = self.perspective.bands(r, min_h=floor, anywhere=True)
+            if bands is not None:
+                sized += bands  # type: ignore[arg-type]
+                continue
             fresh.append(r)
         if guided is not None:
             # (vehicles are told from moving blobs, which are among the regions anyway)
@@ -219,7 +242,7 @@ class Pipeline:
         else:
             searched = merge_boxes(fresh + self.tracker.predicted_boxes(t), gap=0)
             detections = self.detector.detect(image, searched) if searched else []
-        if fresh or guides:
+        if fresh or guides or sized:
             self.detector_calls += 1
         return detections
 
@@ -237,6 +260,89 @@ class Pipeline:
         received (None if none yet; `started_t` = when the source was opened).
         """
         return self._offline.step(now, self.rules.offline(now, last_frame_t, started_t))
+
+
+class Perspective:
+    """Person height as a function of where the feet are (image row), learned from confirmed people.
+
+    On a flat ground seen by a fixed camera a person's height in pixels grows linearly with the row of
+    their feet; a least-squares line through (bottom row, box height) of the people the detector found
+    gives, for any motion blob, the size of a person standing there: the detector then searches that size
+    only, and a blob where no person can stand (above the horizon: trees, sky, walls up high) is searched
+    once a second only. Until it has seen enough people over enough rows (or when they do not fit a line:
+    stairs, a second level) it says nothing and everything is searched as before.
+    """
+
+    def __init__(self, height: int, *, keep: int = 400, min_samples: int = 40, min_spread: float = 0.12):
+        self.height = height
+        self.samples: deque[tuple[float, float]] = deque(maxlen=keep)
+        self.min_samples = min_samples
+        self.min_spread = min_spread
+        self.line: tuple[float, float] | None = None  # h = a * y + b
+        self.top_feet = 0.0  # the highest row where feet were seen
+        self.margin = 0.08  # of the frame height: how far above that a person may still stand
+        self._since = 0
+
+    def add(self, y_bottom: float, h: float) -> None:
+        self.samples.append((float(y_bottom), float(h)))
+        self._since += 1
+        if self._since >= 20:
+            self._since = 0
+            self._fit()
+
+    def _fit(self) -> None:
+        self.line = None
+        if len(self.samples) < self.min_samples:
+            return
+        ys = np.array([p[0] for p in self.samples])
+        hs = np.array([p[1] for p in self.samples])
+        if np.percentile(ys, 90) - np.percentile(ys, 10) < self.min_spread * self.height:
+            return
+        a, b = np.polyfit(ys, hs, 1)
+        if a <= 0:
+            return
+        rel = np.abs(a * ys + b - hs) / np.maximum(hs, 1.0)
+        if float(np.median(rel)) > 0.12:
+            return
+        self.line = (float(a), float(b))
+        self.top_feet = float(np.min(ys))
+
+    def at(self, y_bottom: float) -> float | None:
+        """Expected height of a person whose feet are at this row (None: not known)."""
+        if self.line is None:
+            return None
+        a, b = self.line
+        return a * y_bottom + b
+
+    def bands(self, box: Box, ratio: float = 1.25, min_h: float = 1.0, anywhere: bool = False) -> list[tuple[Box, float, float]] | None:
+        """`box` cut into horizontal bands in each of which the people who could stand there differ in
+        height by at most `ratio`: (band box, smallest, largest height), nearest first. A tall blob
+        (people near and far merged) is then searched band by band, each at its own scale, instead of
+        all of it at the scale of the smallest person. Rows more than `margin` above the highest feet
+        seen so far are left out unless `anywhere`; people who would be shorter than `min_h` too."""
+        if self.line is None:
+            return None
+        a, b = self.line
+        top = box[1]
+        feet_min = (top + b) / (1.0 - a) if a < 1.0 else top  # the person whose head is at the top
+        if not anywhere:
+            feet_min = max(feet_min, self.top_feet - self.margin * self.height)  # nobody stands higher up
+        y = float(box[3])
+        if y < feet_min:
+            return []
+        out: list[tuple[Box, float, float]] = []
+        while len(out) < 8:
+            h_hi = a * y + b
+            if h_hi < min_h:
+                break
+            y_lo = max((h_hi / ratio - b) / a, feet_min)
+            h_lo = max(min_h, a * y_lo + b)
+            band = (box[0], int(max(top, y_lo - h_lo)), box[2], int(round(y)))
+            out.append((band, h_lo, h_hi))
+            if y_lo <= feet_min + 1.0:
+                break
+            y = y_lo
+        return out
 
 
 def _covered(r: Box, boxes: list[Box]) -> float:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from adapters.camera.types import Box, Detection, Track
@@ -104,6 +104,7 @@ class Tracker:
         self.max_age = max_age
         self.speed_window = speed_window
         self.max_dist = max_dist
+        self.size_at: Callable[[float], float | None] | None = None  # person height at a feet row (perspective)
         self._tracks: list[_State] = []
         self._next_id = 1
         self._last_t: float | None = None
@@ -134,7 +135,15 @@ class Tracker:
 
     def _predict(self, s: _State, t: float) -> list[float]:
         dt = min(max(0.0, t - s.box_t), 0.6)
-        return [s.box[0] + s.vx * dt, s.box[1] + s.vy * dt, s.box[2] + s.vx * dt, s.box[3] + s.vy * dt]
+        b = [s.box[0] + s.vx * dt, s.box[1] + s.vy * dt, s.box[2] + s.vx * dt, s.box[3] + s.vy * dt]
+        if self.size_at is not None and dt > 0 and s.vy != 0.0:
+            # walking towards or away from the camera: the size the perspective says, about the feet
+            h0, h1 = self.size_at(s.box[3]), self.size_at(b[3])
+            if h0 and h1 and h0 > 1.0 and h1 > 1.0:
+                k = min(1.2, max(0.83, h1 / h0))
+                cx, w, h = (b[0] + b[2]) / 2, (b[2] - b[0]) * k, (b[3] - b[1]) * k
+                b = [cx - w / 2, b[3] - h, cx + w / 2, b[3]]
+        return b
 
     def resting(self, tick: int) -> set[int]:
         """Tracks the detector may skip this frame: confirmed, steady (seen in the last frame, with
@@ -247,6 +256,14 @@ class Tracker:
         self._speed(s, t)
         self._confirm(s)
         self._zones(s)
+
+    def hit_ids(self) -> list[tuple[int, Box]]:
+        """(id, box) of the person tracks a detection matched in the last update."""
+        return [
+            (s.id, (int(s.box[0]), int(s.box[1]), int(math.ceil(s.box[2])), int(math.ceil(s.box[3]))))
+            for s in self._tracks
+            if s.misses == 0 and s.rested == 0 and s.last_t == self._last_t and s.labels.most_common(1)[0][0] == "person"
+        ]
 
     def _speed(self, s: _State, t: float) -> None:
         hist = list(s.history)
