@@ -79,7 +79,7 @@ async def _embedded_or(urls_arg: str | None, stack: AsyncExitStack, state_dir: P
     return [server.url]
 
 
-async def until_signalled() -> None:
+async def _until_signalled() -> None:
     """Wait for Ctrl-C or SIGTERM (the commands that run until stopped)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -130,7 +130,7 @@ def cmd_engine(a: argparse.Namespace) -> int:
             app, rt = await _start_engine(a, urls, district)
             stack.push_async_callback(app.stop)
             print(f"engine {a.name} serving district {district.name} on {', '.join(urls)}; Ctrl-C stops", flush=True)
-            await until_signalled()
+            await _until_signalled()
 
     asyncio.run(main())
     return 0
@@ -140,7 +140,7 @@ def cmd_nats(a: argparse.Namespace) -> int:
     async def main() -> None:
         async with AsyncExitStack() as stack:
             await _embedded_or(None, stack, Path(a.state_dir))
-            await until_signalled()
+            await _until_signalled()
 
     asyncio.run(main())
     return 0
@@ -317,7 +317,7 @@ def cmd_tail(a: argparse.Namespace) -> int:
         policy = DeliverPolicy.ALL if a.all else DeliverPolicy.NEW
         await js.subscribe(s.all_incident_events, cb=show, ordered_consumer=True, deliver_policy=policy)
         print(f"following incident events on {s.all_incident_events} (Ctrl-C stops)", file=sys.stderr, flush=True)
-        await until_signalled()
+        await _until_signalled()
         await nc.close()
 
     asyncio.run(main())
@@ -376,7 +376,7 @@ def cmd_run(a: argparse.Namespace) -> int:
                 "Ctrl-C stops everything.\n",
                 flush=True,
             )
-            await until_signalled()
+            await _until_signalled()
             print("stopping ...", flush=True)
 
     asyncio.run(main())

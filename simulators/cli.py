@@ -135,7 +135,7 @@ def cmd_drill(a: argparse.Namespace) -> int:
 
 
 def cmd_live(a: argparse.Namespace) -> int:
-    from dispatch.cli import until_signalled
+    from dispatch.cli import _until_signalled
     from dispatch.district import ConfigError, load_district
     from dispatch.logs import configure
     from dispatch.natsserver import resolve_nats_urls
@@ -165,7 +165,7 @@ def cmd_live(a: argparse.Namespace) -> int:
             print(f"live drill `{live.exercise}` on {', '.join(urls)}: {len(live.rt.camera_ids)} synthetic cameras, "
                   f"{len(district.units)} simulated units, an incident about every {a.every:.0f} s; "
                   "`patrollink drill inject ...` adds one; Ctrl-C stops", flush=True)
-            await until_signalled()
+            await _until_signalled()
         finally:
             await live.stop()
 

@@ -302,6 +302,6 @@ def test_a_bad_scenario_fails_before_anything_starts(tmp_path, capsys, monkeypat
     err = capsys.readouterr().err
     assert f"{bad}:7: units.real[0]: unit 'p51' is not in district Tieshan" in err
     assert f"{bad}:17: incidents[0].camera: unknown camera 'cam99'" in err
-    assert f"{bad}:18: incidents[1].at: Input should be greater than or equal to 0" in err
+    assert f"{bad}:18: incidents[1].at: input should be greater than or equal to 0" in err
     assert "nothing was started" in err
     assert not (tmp_path / "out").exists() and not (tmp_path / "state").exists()
