@@ -183,7 +183,7 @@ def bench_choose(n_nodes: int, n_units: int, n_queries: int, n_decide: int, seed
         def why_not(u: Any) -> str | None:  # the engine's rules, minus drills and earlier attempts
             if u.state is not UnitState.available:
                 return u.state.value
-            if not policy.allows(kind, u.kind):
+            if not state.allows(kind, u.kind):
                 return "kind"
             if u.fix_time is None or now - u.fix_time > stale:
                 return "stale"
@@ -208,7 +208,7 @@ def bench_choose(n_nodes: int, n_units: int, n_queries: int, n_decide: int, seed
         why_not = why_not_for(rng.choice(KINDS))
         c0 = time.thread_time()
         t = time.perf_counter()
-        c = choose(state.grid, state.units, state.router, lat, lon, why_not, want=policy.max_candidates)
+        c = choose(state.free, state.units, state.router, lat, lon, why_not, want=policy.max_candidates)
         dt = (time.perf_counter() - t) * 1000
         dc = (time.thread_time() - c0) * 1000
         if i >= warm:

@@ -805,6 +805,15 @@ class TravelSearch:
         """Nodes whose time is final so far (a measure of the work done)."""
         return len(self._done)
 
+    def settled_time(self, node: int) -> float | None:
+        """The node's final time if the search has reached it already (costs no search)."""
+        return self._done.get(node)
+
+    @property
+    def frontier_s(self) -> float:
+        """Every node not settled yet is at least this far from the target; inf once the search is exhausted."""
+        return self._heap[0][0] if self._heap else math.inf
+
     def time_from(self, node: int, bound_s: float = math.inf) -> float | None:
         """Seconds from node to the target; None if unreachable or longer than bound_s."""
         done = self._done

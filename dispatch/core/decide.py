@@ -71,6 +71,7 @@ SEEN_TTL = timedelta(hours=1)
 SWEEP_EVERY = timedelta(seconds=10)
 ORPHAN_GRACE = timedelta(seconds=10)
 ALERT_IDS_KEPT = 20
+SKIPPED_LIMIT = 12  # units ruled out that an explanation names
 
 # --------------------------------------------------------------------------- inputs
 
@@ -171,7 +172,9 @@ class EngineState:
         if streets is not None:
             speeds.update({str(k): v for k, v in streets.speeds_kmh.items()})
         self.router = Router(graph, speeds)
-        self.grid = UnitGrid(cell_m=300.0, ref_lat=district.center.lat)
+        self.grid = UnitGrid(cell_m=300.0, ref_lat=district.center.lat)  # every unit with a position
+        self.free = UnitGrid(cell_m=300.0, ref_lat=district.center.lat)  # the available ones: what choosing walks
+        self._allows: dict[tuple[str, str], bool] = {}
         self.units: dict[str, UnitRec] = {}
         self.incidents: dict[str, IncidentRec] = {}
         self.by_event: dict[str, str] = {}
@@ -198,6 +201,20 @@ class EngineState:
         self.units[rec.id] = rec
         if rec.lat is not None and rec.lon is not None:
             self.grid.move(rec.id, rec.lat, rec.lon)
+            if rec.state is UnitState.available:
+                self.free.move(rec.id, rec.lat, rec.lon)
+            else:
+                self.free.remove(rec.id)
+        else:
+            self.free.remove(rec.id)
+
+    def allows(self, kind: Any, unit_kind: Any) -> bool:
+        """The policy's kind rule, remembered (the policy does not change while the engine runs)."""
+        key = (kind, unit_kind)
+        hit = self._allows.get(key)
+        if hit is None:
+            hit = self._allows[key] = self.policy.allows(kind, unit_kind)
+        return hit
 
     def _corr_keys(self, rec: IncidentRec) -> list[tuple[Any, ...]]:
         c = self._corr_cell_deg
@@ -541,15 +558,19 @@ class _Decision:
         stale = timedelta(seconds=pol.stale_position_s)
         tried = inc.tried
         now = self.now
+        exercise, kind = inc.exercise, inc.kind
+        allows = self.s.allows
+        available = UnitState.available
 
         def why_not(u: UnitRec) -> str | None:
-            if u.exercise != inc.exercise:
-                return "not in this drill" if inc.exercise else f"in drill {u.exercise}"
-            if u.state is not UnitState.available:
+            # the common case (a fitting unit) costs a few comparisons; reasons are only worded for refusals
+            if u.exercise != exercise:
+                return "not in this drill" if exercise else f"in drill {u.exercise}"
+            if u.state is not available:
                 return f"{u.state.value}" + (f" on incident {u.incident}" if u.incident else "")
-            if not pol.allows(inc.kind, u.kind):
-                return f"{u.kind.value} units do not take {inc.kind.value} incidents"
-            if u.id in tried:
+            if not allows(kind, u.kind):
+                return f"{u.kind.value} units do not take {kind.value} incidents"
+            if tried and u.id in tried:
                 return "already asked for this incident"
             if u.fix_time is None or now - u.fix_time > stale:
                 age = "never" if u.fix_time is None else f"{(now - u.fix_time).total_seconds():.0f} s ago"
@@ -558,11 +579,26 @@ class _Decision:
 
         return why_not
 
-    def _choose(self, inc: IncidentRec, why_not: Any) -> Choice:
-        return choose(
-            self.s.grid, self.s.units, self.s.router, inc.place.lat, inc.place.lon, why_not,
-            want=self.s.policy.max_candidates,
+    def _choose(self, inc: IncidentRec, why_not: Any, busy_too: bool = False) -> Choice:
+        """Choose among the available units (the grid of free units: busy ones cost nothing), or among
+        all units for pre-emption. Busy units in the incident's own cell are still named in the
+        explanation, as long as there is room."""
+        s = self.s
+        lat, lon = inc.place.lat, inc.place.lon
+        c = choose(
+            s.grid if busy_too else s.free, s.units, s.router, lat, lon, why_not, want=s.policy.max_candidates,
         )
+        if not busy_too and len(c.skipped) < SKIPPED_LIMIT:
+            for uid in sorted(s.grid.units_in_cell(lat, lon)):
+                u = s.units.get(uid)
+                if u is None or u.state is UnitState.available:
+                    continue
+                reason = why_not(u)
+                if reason is not None:
+                    c.skipped.append((uid, reason))
+                    if len(c.skipped) >= SKIPPED_LIMIT:
+                        break
+        return c
 
     def _dispatch(self, inc: IncidentRec) -> None:
         """Give the incident to the best unit, pre-empt for priority 1, or escalate."""
@@ -603,7 +639,7 @@ class _Decision:
                 return "its incident's record is not in step with the unit's yet"  # another replica's write in flight
             return base(u.model_copy(update={"state": UnitState.available}))
 
-        alt = self._choose(inc, why_not)
+        alt = self._choose(inc, why_not, busy_too=True)
         if alt.chosen is None:
             return None
         if best.chosen is not None and alt.chosen.eta_s + pol.preempt_margin_s >= best.chosen.eta_s:

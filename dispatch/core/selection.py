@@ -21,6 +21,8 @@ from typing import Any
 from dispatch.core.records import UnitRec
 
 EARTH_M_PER_DEG = 111_320.0
+REFINE_GROWTH = 1.1  # each refinement of a unit's bound searches at least this factor further
+REFINE_MIN_S = 2.0  # and at least this many seconds further
 
 
 def straight_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
@@ -67,6 +69,9 @@ class UnitGrid:
 
     def __len__(self) -> int:
         return len(self._where)
+
+    def units_in_cell(self, lat: float, lon: float) -> set[str]:
+        return self._cells.get(self.cell(lat, lon), set())
 
     def rings(self, lat: float, lon: float) -> Iterator[tuple[float, list[str]]]:
         """Yield (lower bound in metres on the distance of any unit in the NEXT ring, units of this ring)."""
@@ -182,59 +187,84 @@ def choose(
 
     Returns the best `want` candidates by travel time (exact) and the reasons
     for units seen nearby but ruled out.
+
+    Every unit waits in one queue under a lower bound on its travel time: first
+    the straight line at the mode's top speed, then what the road search has
+    proved ("not within t seconds"). The unit at the head is refined: its road
+    time is searched only as far as the next unit's bound, so the searches never
+    go further than the `want`-th best travel time needs. A unit whose exact time
+    reaches the head is the next best; rings of grid cells are walked outward
+    only while a unit in the next ring could still come first.
     """
     graph = router.graph
-    targets: dict[str, tuple[int, float]] = {}  # mode -> (incident node, snap metres)
-    heap: list[tuple[float, str, float]] = []  # (lower bound s, unit, straight m)
-    found: list[Cand] = []  # sorted by eta
+    speed_of = router.speed_mps
+    vmax_of = router._vmax
+    targets: dict[str, tuple[int, float, Any]] = {}  # mode -> (incident node, snap metres, search)
+    # (bound or exact time s, unit, straight m, exact?, road legs s or -1 before the first refinement)
+    heap: list[tuple[float, str, float, bool, float]] = []
+    found: list[Cand] = []
     skipped: list[tuple[str, str]] = []
     examined = 0
     vmax_any = router.vmax_any
+    push, pop = heapq.heappush, heapq.heappop
+    inf = math.inf
+    rings = grid.rings(lat, lon)
+    ring_bound = 0.0  # no unit in a ring not walked yet arrives sooner than this
+    rings_left = True
 
-    def kth() -> float:
-        return found[want - 1].eta_s if len(found) >= want else math.inf
-
-    def evaluate(uid: str, dist: float) -> None:
+    while len(found) < want:
+        if rings_left and (not heap or heap[0][0] > ring_bound):
+            ring = next(rings, None)
+            if ring is None:
+                rings_left, ring_bound = False, inf
+                continue
+            next_ring_m, ring_units = ring
+            for uid in ring_units:
+                u = units.get(uid)
+                if u is None or u.lat is None or u.lon is None:
+                    continue
+                examined += 1
+                reason = why_not(u)
+                if reason is not None:
+                    if len(skipped) < skipped_limit:
+                        skipped.append((uid, reason))
+                    continue
+                dist = straight_m(lat, lon, u.lat, u.lon)
+                push(heap, (dist / vmax_of[str(u.mode)], uid, dist, False, -1.0))
+            ring_bound = next_ring_m / vmax_any
+            continue
+        if not heap:
+            break
+        key, uid, dist, exact, legs = pop(heap)
+        if exact:
+            found.append(Cand(uid, key, dist, "straight" if graph is None else "road"))
+            continue
         u = units[uid]
         mode = str(u.mode)
-        speed = router.speed_mps[mode]
+        speed = speed_of[mode]
         if graph is None:
-            cand = Cand(uid, dist / speed, dist, "straight")
-        else:
-            if mode not in targets:
-                targets[mode] = graph.nearest_node(lat, lon, mode)
-            tnode, tsnap = targets[mode]
-            unode, usnap = router.snap(uid, u.lat, u.lon, mode)
-            legs = (usnap + tsnap) / speed
-            road = router.search(mode, tnode).time_from(unode, kth() - legs)
-            if road is None:
-                return  # unreachable, or slower than every candidate kept
-            cand = Cand(uid, road + legs, dist, "road")
-        found.append(cand)
-        found.sort(key=lambda c: (c.eta_s, c.unit))
-        del found[want:]
-
-    for next_ring_m, ring_units in grid.rings(lat, lon):
-        for uid in ring_units:
-            u = units.get(uid)
-            if u is None or u.lat is None or u.lon is None:
-                continue
-            examined += 1
-            reason = why_not(u)
-            if reason is not None:
-                if len(skipped) < skipped_limit:
-                    skipped.append((uid, reason))
-                continue
-            dist = straight_m(lat, lon, u.lat, u.lon)
-            heapq.heappush(heap, (dist / router.vmax(str(u.mode)), uid, dist))
-        # every unit in later rings is at least next_ring_m away
-        ring_bound = next_ring_m / vmax_any
-        while heap and heap[0][0] <= ring_bound and heap[0][0] < kth():
-            _, uid, dist = heapq.heappop(heap)
-            evaluate(uid, dist)
-        if ring_bound >= kth():
-            break
-    while heap and heap[0][0] < kth():
-        _, uid, dist = heapq.heappop(heap)
-        evaluate(uid, dist)
+            push(heap, (dist / speed, uid, dist, True, 0.0))
+            continue
+        t = targets.get(mode)
+        if t is None:
+            tnode, tsnap = graph.nearest_node(lat, lon, mode)
+            t = targets[mode] = (tnode, tsnap, router.search(mode, tnode))
+        unode, usnap = router.snap(uid, u.lat, u.lon, mode)  # type: ignore[arg-type]
+        legs = (usnap + t[1]) / speed
+        search = t[2]
+        road = search.settled_time(unode)
+        if road is None:
+            # at least as far as the next unit's bound (before it, this one cannot be next anyway), and a
+            # tenth further than its own: units that are all slower than the answer do not leapfrog one
+            # another a node at a time
+            nxt = min(heap[0][0] if heap else inf, ring_bound)
+            horizon = max(nxt, key * REFINE_GROWTH, key + REFINE_MIN_S) if nxt < inf else inf
+            road = search.time_from(unode, horizon - legs)
+        if road is not None:
+            push(heap, (road + legs, uid, dist, True, legs))
+            continue
+        frontier = search.frontier_s  # the unit's node is not settled, so it is at least this far
+        if frontier == inf:
+            continue  # unreachable by road
+        push(heap, (max(frontier + legs, key), uid, dist, False, legs))
     return Choice(found[0] if found else None, found, skipped, examined)

@@ -1,0 +1,107 @@
+"""Choosing a unit: the ring search with refined lower bounds finds exactly what a plain computation finds."""
+
+from __future__ import annotations
+
+import math
+import random
+from datetime import datetime, timezone
+
+import pytest
+
+from dispatch.core.records import UnitRec, UnitState
+from dispatch.core.selection import Router, UnitGrid, choose, straight_m
+from dispatch.events import TravelMode, UnitKind
+from dispatch.streets import synthetic_city
+
+SPEEDS = {"foot": 5.0, "bicycle": 15.0, "motorbike": 35.0, "car": 40.0}
+MODES = ("car", "motorbike", "bicycle", "foot")
+NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def _world(n_nodes: int, n_units: int, seed: int) -> tuple[object, dict[str, UnitRec], UnitGrid, random.Random]:
+    rng = random.Random(seed)
+    graph = synthetic_city(n_nodes, seed=seed)
+    units: dict[str, UnitRec] = {}
+    grid = UnitGrid(cell_m=300.0, ref_lat=30.2)
+    for i in range(n_units):
+        lat, lon = graph.coords(rng.randrange(graph.node_count))
+        u = UnitRec(
+            id=f"u{i:04d}", kind=UnitKind.police, mode=TravelMode(MODES[i % 4]), talkgroup="police",
+            lat=lat + rng.uniform(-0.0002, 0.0002), lon=lon + rng.uniform(-0.0002, 0.0002), fix_time=NOW,
+            state=UnitState.available if i % 5 else UnitState.busy,
+        )
+        units[u.id] = u
+        grid.move(u.id, u.lat, u.lon)  # type: ignore[arg-type]
+    return graph, units, grid, rng
+
+
+def _brute_force(graph: object, units: dict[str, UnitRec], lat: float, lon: float, why_not: object) -> list[tuple[float, str]]:
+    """Travel time of every acceptable unit from one full backward search per mode (no bounds, no pruning)."""
+    out = []
+    searches: dict[str, tuple[object, float]] = {}
+    for u in units.values():
+        if why_not(u) is not None:  # type: ignore[operator]
+            continue
+        mode = str(u.mode)
+        speed = SPEEDS[mode] / 3.6
+        if mode not in searches:
+            tnode, tsnap = graph.nearest_node(lat, lon, mode)  # type: ignore[attr-defined]
+            searches[mode] = (graph.search(mode, tnode), tsnap)  # type: ignore[attr-defined]
+        search, tsnap = searches[mode]
+        unode, usnap = graph.nearest_node(u.lat, u.lon, mode)  # type: ignore[attr-defined]
+        road = search.time_from(unode)  # type: ignore[attr-defined]
+        if road is not None:
+            out.append((road + (usnap + tsnap) / speed, u.id))
+    return sorted(out)
+
+
+def _available(u: UnitRec) -> str | None:
+    return None if u.state is UnitState.available else u.state.value
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_chosen_candidates_are_exactly_the_fastest_by_road_as_a_plain_shortest_path_computation_finds(seed):
+    graph, units, grid, rng = _world(4000, 300, seed)
+    router = Router(graph, SPEEDS)
+    for _ in range(25):
+        lat, lon = graph.coords(rng.randrange(graph.node_count))  # type: ignore[attr-defined]
+        want = rng.choice((1, 3, 6))
+        c = choose(grid, units, router, lat, lon, _available, want=want)
+        expected = _brute_force(graph, units, lat, lon, _available)[:want]
+        assert [x.unit for x in c.candidates] == [uid for _, uid in expected]
+        for cand, (eta, _) in zip(c.candidates, expected):
+            assert cand.eta_s == pytest.approx(eta, abs=1e-6) and cand.method == "road"
+        assert c.chosen == c.candidates[0]
+        assert c.examined < len(units)  # the rings stop long before every unit is looked at
+
+
+def test_units_ruled_out_are_named_with_their_reason_and_never_chosen():
+    graph, units, grid, rng = _world(2000, 120, 5)
+    router = Router(graph, SPEEDS)
+    lat, lon = graph.coords(17)  # type: ignore[attr-defined]
+    c = choose(grid, units, router, lat, lon, _available, want=4, skipped_limit=3)
+    assert all(units[x.unit].state is UnitState.available for x in c.candidates)
+    assert len(c.skipped) <= 3 and all(reason == "busy" for _, reason in c.skipped)
+
+
+def test_without_a_street_graph_the_straight_line_at_the_modes_speed_decides():
+    _, units, grid, rng = _world(500, 60, 7)
+    router = Router(None, SPEEDS)
+    lat, lon = 30.2, 114.9
+    c = choose(grid, units, router, lat, lon, _available, want=5)
+    expected = sorted(
+        (straight_m(lat, lon, u.lat, u.lon) / (SPEEDS[str(u.mode)] / 3.6), u.id)  # type: ignore[arg-type]
+        for u in units.values() if _available(u) is None
+    )[:5]
+    assert [x.unit for x in c.candidates] == [uid for _, uid in expected]
+    assert all(x.method == "straight" for x in c.candidates)
+    assert [x.eta_s for x in c.candidates] == pytest.approx([eta for eta, _ in expected])
+
+
+def test_no_acceptable_unit_means_no_choice_and_an_empty_grid_too():
+    graph, units, grid, _ = _world(500, 20, 9)
+    router = Router(graph, SPEEDS)
+    c = choose(grid, units, router, 30.2, 114.9, lambda u: "nobody", want=3)
+    assert c.chosen is None and c.candidates == [] and c.examined == 20
+    empty = choose(UnitGrid(), {}, router, 30.2, 114.9, _available, want=3)
+    assert empty.chosen is None and empty.examined == 0 and math.isinf(router.search("car", 0).frontier_s) is False
