@@ -83,7 +83,10 @@ def cmd_camera(a: argparse.Namespace) -> int:
 
 
 def cmd_watch(a: argparse.Namespace, camera_ids: list[str]) -> int:
-    from dispatch.cli import _client_urls, until_signalled
+    import dispatch.cli as dcli
+    from dispatch.cli import _client_urls
+
+    until_signalled = getattr(dcli, "_until_signalled", None) or getattr(dcli, "until_signalled")  # renamed back and forth
     from dispatch.district import ConfigError
     from dispatch.logs import configure
 
