@@ -44,7 +44,7 @@ from pydantic import ValidationError
 
 from adapters.camera.publisher import Outbox, OutboxEntry, Publisher, snapshot_name, to_alert
 from adapters.camera.sources import check_url
-from adapters.camera.stats import FeedbackListener, FeedbackStore
+from adapters.camera.stats import FeedbackListener, FeedbackStore, consumer_token
 from adapters.camera.types import AlertEvent, SourceError
 from adapters.camera.worker import CameraWorker, WorkerSpec, describe_exit
 from dispatch.events import CameraControl, CameraControlState, CameraHealth, CameraState, describe_error, encode, new_id
@@ -345,7 +345,9 @@ class CameraRunner:
                 for cid in self.cams:
                     self._subs.append(await nc.subscribe(self.s.camera_control(cid), cb=self._on_control))
                 assert self.feedback is not None
-                self._subs += await FeedbackListener(self.feedback, self.s, list(self.cams), log=self.log).subscribe(nc)
+                listener = FeedbackListener(self.feedback, self.s, list(self.cams), log=self.log,
+                                            durable=f"camstats_{consumer_token(self.state_dir)}")
+                self._subs += await listener.subscribe(nc)
             except Exception as e:  # lost the server between connecting and subscribing: start over
                 self.log.warning("camera.nats.subscribe_failed", error=str(e) or type(e).__name__)
                 self._subs = []
@@ -358,6 +360,7 @@ class CameraRunner:
             self.nc = nc
             assert self.publisher is not None
             self.publisher.attach(nc)
+            self._tasks.append(asyncio.create_task(listener.run(nc), name="camera-feedback"))
             self.log.info("camera.nats.connected", server=str(nc.connected_url.netloc if nc.connected_url else ""))
             for cam in self.cams.values():
                 await self._publish_health(cam, force=True)

@@ -6,6 +6,7 @@ every verdict it hears about it, in a small SQLite file under its state dir:
 * an explicit message on `cameras.<id>.feedback`
   (`{"event_id": "...", "verdict": "confirmed" | "dismissed", "reason": "..."}`,
   answered with `{"ok": true, ...}` when it is a request);
+* a console's verdict, `CameraFeedback` on `ops.verdict.<id>` (stream OPS);
 * an operator alert that `confirms` a camera event (alerts.operator.*) counts
   as a confirmation;
 * an incident closed as a false alarm (`incidents.<id>.resolved` or
@@ -13,7 +14,9 @@ every verdict it hears about it, in a small SQLite file under its state dir:
   behind it (its `alert_ids` are the alerts' message ids).
 
 The latest verdict on an event wins. Drill traffic (`exercise` set) is never
-counted. `patrollink camera stats` prints the table:
+counted. The last three come from JetStream durable consumers (`FeedbackListener.run`),
+one per source, named after the adapter's state dir, so verdicts given while the
+adapter was down or away from the server are counted when it is back. `patrollink camera stats` prints the table:
 
     camera  rule       alerts  confirmed  dismissed  dismissed%
     cam01   intrusion      12          7          3         25%
@@ -21,6 +24,7 @@ counted. `patrollink camera stats` prints the table:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import sqlite3
@@ -172,24 +176,108 @@ def format_table(rows: list[StatsRow]) -> str:
     return "\n".join(lines)
 
 
-class FeedbackListener:
-    """Subscribes (core NATS) to the feedback sources for the adapter's cameras and fills the store."""
+def consumer_token(state_dir: str | Path) -> str:
+    """A random name kept in the state dir: the adapter's durable consumers are `camstats_<token>_<source>`,
+    the same across restarts of this adapter and different for another one (another state dir)."""
+    path = Path(state_dir) / "feedback.consumer"
+    try:
+        token = path.read_text().strip()
+        if re.fullmatch(r"[A-Za-z0-9_-]{4,40}", token):
+            return token
+    except OSError:
+        pass
+    import uuid
 
-    def __init__(self, store: FeedbackStore, subjects: Any, camera_ids: list[str], log: Any = None) -> None:
+    token = uuid.uuid4().hex[:12]
+    path.write_text(token + "\n")
+    return token
+
+
+class FeedbackListener:
+    """Fills the store from the feedback sources of the adapter's cameras: request/reply on
+    `cameras.<id>.feedback` (core NATS: somebody waits for the answer) and, through JetStream
+    durable pull consumers, console verdicts (OPS), operator confirmations (ALERTS) and incidents
+    closed as false alarms (INCIDENTS)."""
+
+    def __init__(self, store: FeedbackStore, subjects: Any, camera_ids: list[str], log: Any = None,
+                 durable: str | None = None) -> None:
         self.store = store
         self.s = subjects
         self.cameras = set(camera_ids)
         self.log = log
         self.heard = 0
+        self.durable = durable or "camstats"
+        self.fetch_timeout_s = 1.0
 
     async def subscribe(self, nc: Any) -> list[Any]:
-        subs = []
-        for cid in sorted(self.cameras):
-            subs.append(await nc.subscribe(self.s.camera_feedback(cid), cb=self._on_feedback))
-        for event in ("resolved", "cancelled"):
-            subs.append(await nc.subscribe(self.s.incident_event("*", event), cb=self._on_incident))
-        subs.append(await nc.subscribe(self.s.operator_alert("*"), cb=self._on_operator_alert))
-        return subs
+        """The request/reply subscriptions (core NATS)."""
+        return [await nc.subscribe(self.s.camera_feedback(cid), cb=self._on_feedback) for cid in sorted(self.cameras)]
+
+    def durables(self) -> list[tuple[str, str, list[str], Any]]:
+        """(stream, durable name, filter subjects, handler) of the JetStream sources."""
+        s = self.s
+        return [
+            (s.stream_ops, f"{self.durable}_verdicts", [s.verdict("*")], self._on_verdict),
+            (s.stream_alerts, f"{self.durable}_confirms", [s.operator_alert("*")], self._on_operator_alert),
+            (s.stream_incidents, f"{self.durable}_closed",
+             [s.incident_event("*", "resolved"), s.incident_event("*", "cancelled")], self._on_incident),
+        ]
+
+    async def run(self, nc: Any) -> None:
+        """Forever: read the durable consumers (created if missing, from new messages on), record, ack."""
+        await asyncio.gather(*(self._pull(nc, *d) for d in self.durables()))
+
+    async def _pull(self, nc: Any, stream: str, durable: str, filters: list[str], handler: Any) -> None:
+        from nats.errors import TimeoutError as NatsTimeout
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+        from nats.js.errors import NotFoundError
+
+        from dispatch.store import ensure_streams
+
+        js = nc.jetstream()
+        backoff = 0.5
+        while True:
+            try:
+                try:
+                    await js.consumer_info(stream, durable)
+                except NotFoundError:
+                    try:
+                        await js.stream_info(stream)
+                    except NotFoundError:
+                        await ensure_streams(js, self.s)  # no engine has run yet
+                    cfg = ConsumerConfig(
+                        durable_name=durable, ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.NEW,
+                        ack_wait=30, max_ack_pending=1000,
+                        **({"filter_subject": filters[0]} if len(filters) == 1 else {"filter_subjects": filters}),
+                    )
+                    await js.add_consumer(stream, cfg)
+                psub = await js.pull_subscribe_bind(durable, stream)
+                try:
+                    while True:
+                        try:
+                            msgs = await psub.fetch(64, timeout=self.fetch_timeout_s)
+                        except NatsTimeout:
+                            continue
+                        for m in msgs:
+                            try:
+                                await handler(m)
+                            except Exception as e:  # a store error: leave it unacked, it comes again
+                                self._warn("camera.feedback.failed", subject=m.subject, error=f"{type(e).__name__}: {e}")
+                                continue
+                            await m.ack()
+                        backoff = 0.5
+                finally:
+                    try:
+                        await psub.unsubscribe()
+                    except Exception:
+                        pass
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # server away, stream deleted ...: try again
+                if self.log is not None:
+                    self.log.debug("camera.feedback.consumer", durable=durable, error=f"{type(e).__name__}: {e}", retry_in_s=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
 
     def _warn(self, what: str, **kw: Any) -> None:
         if self.log is not None:
@@ -217,6 +305,18 @@ class FeedbackListener:
         self.heard += 1
         await self._reply(msg, {"ok": ok, "recorded": ok, "camera": cid, "event_id": fb.event_id,
                                 **({} if ok else {"error": f"event {fb.event_id} is not one this adapter raised"})})
+
+    async def _on_verdict(self, msg: Any) -> None:
+        """A console's CameraFeedback on ops.verdict.<camera> (no reply: it is a stream message)."""
+        try:
+            fb = CameraFeedback.model_validate_json(msg.data)
+        except ValidationError as e:
+            self._warn("camera.feedback.refused", subject=msg.subject, reason=describe_error(e))
+            return
+        if fb.exercise is not None:
+            return
+        if self.store.verdict(fb.event_id, fb.verdict, fb.reason, source=fb.operator or "operator"):
+            self.heard += 1
 
     async def _on_incident(self, msg: Any) -> None:
         try:

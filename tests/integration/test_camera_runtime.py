@@ -603,3 +603,62 @@ async def test_patrollink_camera_runs_the_real_pipeline_on_a_rendered_clip_and_s
 
 async def _intrusions(js: Any, s: Subjects) -> list[dict[str, Any]]:
     return [a for a, _ in await stored_alerts(js, s) if a["kind"] == "intrusion"]
+
+
+def _stats_rows(state_dir: Path) -> dict[tuple[str, str], tuple[int, int, int]]:
+    from adapters.camera.stats import FeedbackStore
+
+    store = FeedbackStore.in_dir(state_dir)
+    try:
+        return {(r.camera, r.rule): (r.alerts, r.confirmed, r.dismissed) for r in store.table()}
+    finally:
+        store.close()
+
+
+async def test_verdicts_given_while_the_adapter_is_down_are_counted_when_it_is_back(nats_server, nc, fresh_prefix, cameras, tmp_path):
+    """Console verdicts (ops.verdict.<camera>, stream OPS), confirmations and false-alarm closures reach
+    `camera stats` through durable JetStream consumers: what was said while the adapter was stopped counts
+    once it runs again, and nothing is counted twice."""
+    from dispatch.events import Alert, Area, CameraFeedback, IncidentEvent, IncidentEventKind, IncidentKind, encode
+
+    s = Subjects(fresh_prefix)
+    js = nc.jetstream()
+    state = tmp_path / "state"
+    cams = [cam("fb1", live(cameras, "fb1"))]
+    runner, scripts = make_runner(cams, [nats_server.url], fresh_prefix, tmp_path)
+    await runner.start()
+    try:
+        await until(lambda: runner.nc is not None and runner.status()["fb1"]["state"] == "online", 20, "fb1 online")
+        await asyncio.sleep(0.5)
+        for eid, kind in (("evA", "intrusion"), ("evB", "intrusion"), ("evC", "loitering"), ("evD", "crowd")):
+            say(scripts, "fb1", phase="new", event_id=eid, kind=kind)
+        await until(lambda: _has(js, s, "evD", 1), 30, "the four alerts in the stream")
+        ev_c = of_event(await stored_alerts(js, s), "evC")[0]
+        # while it runs: a console dismisses evA
+        await js.publish(s.verdict("fb1"), encode(CameraFeedback(event_id="evA", verdict="dismissed", reason="shadow",
+                                                                camera="fb1", operator="op1")))
+        await until(lambda: _stats_rows(state).get(("fb1", "intrusion")) == (2, 0, 1), 10, "evA dismissed")
+    finally:
+        await runner.stop()
+
+    # the adapter is down: a dismissal, a confirmation (operator alert), an incident closed as a false alarm,
+    # and a drill verdict (never counted)
+    await js.publish(s.verdict("fb1"), encode(CameraFeedback(event_id="evB", verdict="dismissed", camera="fb1")))
+    await js.publish(s.operator_alert("con1"), encode(Alert(source="operator", event_id="confirm-1", kind=IncidentKind.crowd, priority=2,
+                                                            area=Area(lat=30.2, lon=114.9), console="con1",
+                                                            operator="op2", confirms="evD")))
+    await js.publish(s.incident_event("inc9", "resolved"), encode(IncidentEvent(
+        incident_id="inc9", seq=3, event=IncidentEventKind.resolved, state="resolved", kind=IncidentKind.loitering,
+        priority=3, place=Area(lat=30.2, lon=114.9), alert_ids=(ev_c["id"],), camera="fb1", detail="false alarm: a courier")))
+    await js.publish(s.verdict("fb1"), encode(CameraFeedback(event_id="evD", verdict="dismissed", camera="fb1", exercise="d1")))
+    assert _stats_rows(state)[("fb1", "intrusion")] == (2, 0, 1)  # nobody heard them yet
+
+    runner2, _ = make_runner(cams, [nats_server.url], fresh_prefix, tmp_path)
+    await runner2.start()
+    try:
+        want = {("fb1", "intrusion"): (2, 0, 2), ("fb1", "loitering"): (1, 0, 1), ("fb1", "crowd"): (1, 1, 0)}
+        await until(lambda: _stats_rows(state) == want, 15, "the verdicts given while the adapter was down")
+        await asyncio.sleep(1.5)
+        assert _stats_rows(state) == want  # each once; the drill verdict not at all
+    finally:
+        await runner2.stop()
