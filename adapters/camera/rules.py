@@ -73,7 +73,10 @@ class Condition:
     detail: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
+CROWD_MAX_MISSES = 2  # analysed frames a crowd member may go unseen (hidden by the others) and still count
 FIGHT_PATH_SPEED = 0.4
+FIGHT_NEAR = 0.8  # body heights between the two
+FIGHT_VOTES = 0.6  # share of the frames of the window the pair passed the test
 """Body heights per second along the path (not net), averaged over a pair, above which their
 back-and-forth motion is a scuffle (or half the running speed, if lower); measured on rendered
 scuffles (0.4-0.7 as tracked at 5 fps) against standing people (< 0.2)."""
@@ -171,10 +174,11 @@ class RuleEngine:
         self._zone_since: dict[tuple[int, str], float] = {}
         self._running: dict[int, Debounce] = {}
         self._paths: dict[int, deque] = {}
+        self._vanished: deque = deque(maxlen=16)  # paths of tracks that ended lately
         # per-camera state
         self._crowd = Debounce(on_after=self.period * 1.0)
         self._fight_votes: deque = deque(maxlen=max(3, int(round(1.6 * self.fps))))  # ~1.6 s of frames
-        self._fight = Debounce(on_after=0.0, off_after=2.0)
+        self._fight = Debounce(on_after=0.0, off_after=3.0)
         self._fight_group: list[Track] = []
         self._tamper = Debounce(on_after=self.rules.tamper.seconds, off_after=1.0)
         self._tamper_reason: str | None = None
@@ -206,7 +210,10 @@ class RuleEngine:
         out += self._loitering(t, people)
         out += self._crowd_rule(t, people)
         out += self._running_rule(t, people)
-        out += self._fight_rule(t, people)
+        # a scuffle: people the detector is sure of count even before they have travelled (scufflers
+        # going nowhere may never pass the tracker's travel test)
+        sure = [tr for tr in tracks if tr.label == "person" and (tr.confirmed or tr.score >= self.camera.objects.threshold)]
+        out += self._fight_rule(t, sure)
         out += self._tamper_rule(t, tamper)
         return out
 
@@ -214,7 +221,9 @@ class RuleEngine:
         for tid in [k for k in self._first_seen if k not in live]:
             del self._first_seen[tid]
             self._running.pop(tid, None)
-            self._paths.pop(tid, None)
+            path = self._paths.pop(tid, None)
+            if path:
+                self._vanished.append(path)  # a new track where it ended may take it over (see _fight_rule)
         for k in [k for k in self._zone_since if k[0] not in live]:
             del self._zone_since[k]
 
@@ -273,7 +282,9 @@ class RuleEngine:
         rule = self.rules.crowd
         if not rule.enabled:
             return []
-        members = [tr for tr in people if not rule.zones or any(z in rule.zones for z in tr.zones)]
+        # a person the detector has not found for a while may be one who left (a track coasting where
+        # they were, while they walk off under a new id): not counted
+        members = [tr for tr in people if tr.misses <= CROWD_MAX_MISSES and (not rule.zones or any(z in rule.zones for z in tr.zones))]
         if not self._crowd.step(t, len(members) >= rule.min_people) or len(members) < rule.min_people:
             return []
         box = _union(tr.box for tr in members)
@@ -314,7 +325,10 @@ class RuleEngine:
         # short paths per person: (t, cx, cy, h)
         for tr in people:
             cx, cy = (tr.box[0] + tr.box[2]) / 2.0, (tr.box[1] + tr.box[3]) / 2.0
-            self._paths.setdefault(tr.id, deque(maxlen=int(self.fps * 1.5) + 1)).append((t, cx, cy, max(1, tr.box[3] - tr.box[1])))
+            h = max(1, tr.box[3] - tr.box[1])
+            if tr.id not in self._paths:
+                self._paths[tr.id] = self._take_over(t, cx, cy, h) or deque(maxlen=int(self.fps * 1.5) + 1)
+            self._paths[tr.id].append((t, cx, cy, h))
         if not rule.enabled:
             return []
         # per person over the last ~1.5 s: speed along the path, net speed, turns back
@@ -349,14 +363,14 @@ class RuleEngine:
                 b, pb, nb, _ = moves[j]
                 ha, hb = a.box[3] - a.box[1], b.box[3] - b.box[1]
                 d = math.hypot((a.box[0] + a.box[2] - b.box[0] - b.box[2]) / 2.0, (a.box[3] - b.box[3]))
-                if d < 0.8 * max(ha, hb) and (pa + pb) / 2 >= threshold and pa + pb >= 2.0 * (na + nb):
+                if d < FIGHT_NEAR * max(ha, hb) and (pa + pb) / 2 >= threshold and pa + pb >= 2.0 * (na + nb):
                     members[i], members[j] = a, b
         group = [members[k] for k in sorted(members)]
         # on when the pair met the test in 3/4 of the last ~1.6 s (a tracked scuffle hovers around
         # the thresholds; passers-by meet it for a moment only)
         self._fight_votes.append(len(group) >= 2)
         votes = self._fight_votes
-        held = len(votes) == votes.maxlen and sum(votes) >= 0.75 * votes.maxlen and votes[-1]
+        held = len(votes) == votes.maxlen and sum(votes) >= FIGHT_VOTES * votes.maxlen and votes[-1]
         on = self._fight.step(t, held)
         if len(group) >= 2:
             self._fight_group = group
@@ -378,6 +392,21 @@ class RuleEngine:
                 detail={"rule": "scuffle", "people": len(group), "tracks": [tr.id for tr in group]},
             )
         ]
+
+    def _take_over(self, t: float, cx: float, cy: float, h: float) -> deque | None:
+        """The path of a track that ended in the last 1.5 s within 0.8 body heights of where a new one
+        begins: the tracker lost a person (two scufflers hide each other all the time) and found them
+        again under a new id; their path goes on, so the scuffle test does not start from nothing."""
+        best = None
+        for path in self._vanished:
+            lt, lx, ly, lh = path[-1]
+            d = math.hypot(cx - lx, cy - ly) / max(h, lh)
+            if t - lt <= 1.5 and d < 0.8 and (best is None or d < best[0]):
+                best = (d, path)
+        if best is None:
+            return None
+        self._vanished.remove(best[1])
+        return best[1]
 
     def _tamper_rule(self, t: float, tamper: TamperSignals | None) -> list[Condition]:
         rule = self.rules.tamper

@@ -245,6 +245,11 @@ class Tracker:
         else:
             s.box = hb
         s.history.append((t, cx, cy, h))
+        if _erratic(s.history):
+            # turning back and forth (a scuffle, dodging): the velocity says nothing about the next frame;
+            # a track lost now must wait where it was, not drift off along a stale direction
+            s.vx *= 0.2
+            s.vy *= 0.2
         s.last_t = t
         s.box_t = t
         s.rested = 0
@@ -340,6 +345,7 @@ class Tracker:
             confirmed=s.confirmed,
             zones=tuple(s.zones),
             speed=round(s.speed, 4),
+            misses=s.misses,
         )
 
     def misses(self, track_id: int) -> int:

@@ -62,6 +62,7 @@ class Track:
     confirmed: bool
     zones: tuple[str, ...]  # zones its bottom-centre is in (after inertia)
     speed: float  # body heights per second, smoothed
+    misses: int = 0  # analysed frames since the detector last found it (0: found now, or not looked for)
 
 
 @dataclass
