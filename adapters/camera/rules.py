@@ -14,9 +14,9 @@ for zone schedules, the local minute of the day; only confirmed tracks count.
 | --- | --- | --- | --- |
 | intrusion | a person track | its bottom-centre is in a watched zone (after inertia) whose schedule is on | intrusion |
 | loitering | a person track | it has been in a watched zone (or in view) for >= `seconds` | loitering |
-| crowd | the camera | >= `min_people` persons (in the zones, if any) for 2 frames | crowd |
+| crowd | the camera | >= `min_people` persons (in the zones, if any, found in the last 2 frames) for 2 frames | crowd |
 | running | a person track | speed > `speed` body heights/s for 2 frames (>= `min_people` running) | suspicious |
-| scuffle | the camera | 2+ persons close together (centres < 0.8 body height apart), quick on their paths (>= 0.4 body heights/s on average) but going nowhere (paths >= 2x net displacement), in 3/4 of the frames of 1.6 s; lulls up to 2 s bridged | fight |
+| scuffle | the camera | 2+ persons close together (centres < 0.8 body height apart), quick on their paths (>= 0.4 body heights/s on average) but going nowhere (paths >= 2x net displacement), in 60% of the frames of 1.6 s; lulls up to 3 s bridged; a new track takes over the path of one that just ended where it begins | fight |
 | tamper | the camera | covered, blurred or turned away for `seconds` | camera_tamper |
 | offline | the camera | no frame for `seconds` (the runtime asks, see `offline_condition`) | camera_offline |
 
