@@ -16,7 +16,7 @@ import base64
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -197,7 +197,7 @@ class EngineShell:
         assert job.inp is not None
         with structlog.contextvars.bound_contextvars(**_ids(job.inp)):
             try:
-                reason = await self.apply(job.inp)
+                reason = await self.apply(job.inp, job.known if job.tried else None)
                 if reason is not None and job.subject:
                     await self.deadletter(job.subject, job.data, reason)
             except Exception:
@@ -237,7 +237,6 @@ class EngineShell:
         later: list[_Job] = []
         saves: dict[tuple[str, str], UnitRec | IncidentRec] = {}
         outboxes: dict[str, tuple[OutboxItem, ...]] = {}
-        publishes: list[tuple[_Job, Message]] = []
         batch_journal: Journal = {}
         fallback = False
         sent: list[tuple[str, bytes, str, Any]] = []
@@ -246,6 +245,7 @@ class EngineShell:
                 assert job.inp is not None
                 job.msg_id = _msg_id(job.inp)
                 job.known = job.msg_id is not None and job.msg_id in state.seen
+                job.tried = True
                 journal = state.begin()
                 try:
                     _, cmds = decide(state, job.inp, self.clock())
@@ -263,6 +263,7 @@ class EngineShell:
                     continue
                 for k, v in journal.items():
                     batch_journal.setdefault(k, v)
+                job.keys = list(journal)
                 job_saves = [c.record for c in cmds if isinstance(c, Save)]
                 if self._defer_position(job.inp, cmds, journal):
                     job_saves = []
@@ -278,31 +279,24 @@ class EngineShell:
                         saves[("i", rec.id)] = rec
                     else:
                         saves[("u", rec.id)] = rec
-                publishes.extend((job, c.message) for c in cmds if isinstance(c, Publish))
+                job.messages = [c.message for c in cmds if isinstance(c, Publish)]
                 done.append(job)
-            if not fallback:
-                try:
-                    await self._persist(list(saves.values()), batch_journal)
-                except Exception as e:
-                    if isinstance(e, Conflict):
-                        self.conflicts += 1
-                        log.info("conflict in a batch: deciding its inputs one by one", record=e.rec.id, detail=str(e))
-                    else:
-                        log.warning("storing a batch failed: deciding its inputs one by one", exc_info=True)
-                    fallback = True
+            failed: list[_Job] = []
             if fallback:
                 state.undo(batch_journal)
                 for job in done:
                     self._forget_id(job)
-                try:
-                    await self._reload(list(saves.values()))
-                except Exception:
-                    await self._recover(None)
             else:
-                for job, m in publishes:
-                    sent.append(await self._publish(m))
-                if publishes:
-                    for job, m in publishes:
+                failed = await self._commit(done, saves, batch_journal)
+                for job in done:
+                    if job.failed:
+                        continue
+                    for m in job.messages:
+                        sent.append(await self._publish(m))
+                for job in done:
+                    if job.failed:
+                        continue
+                    for m in job.messages:
                         if _loggable(m):
                             with structlog.contextvars.bound_contextvars(**_ids(job.inp)):  # type: ignore[arg-type]
                                 _log_publish(m)
@@ -313,9 +307,71 @@ class EngineShell:
             return
         self._confirm_later(sent)
         for job in done:
-            await self._settle(job, True)
-        for job in later:
-            await self._apply_one(job)
+            if not job.failed:
+                await self._settle(job, True)
+        if failed:
+            self.fallbacks += 1
+        refused = {id(j) for j in later}
+        for job in ready:
+            if job.failed or id(job) in refused:
+                await self._apply_one(job)
+
+    async def _commit(self, done: list["_Job"], saves: dict[tuple[str, str], UnitRec | IncidentRec], journal: Journal) -> list["_Job"]:
+        """Store a batch's records: units first, then incidents. Decisions that touched a common record
+        stand or fall together; a group that lost a record to another replica (or could not be stored)
+        is undone, in the bucket and in memory, and returned to be decided again one by one, while the
+        other groups stand. Returns the jobs of the groups undone."""
+        parent = list(range(len(done)))
+
+        def root(i: int) -> int:
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+
+        owner: dict[tuple[str, str], int] = {}
+        for i, job in enumerate(done):
+            for k in job.keys:
+                j = owner.setdefault(k, i)
+                if j != i:
+                    parent[root(i)] = root(j)
+        group = {k: root(i) for k, i in owner.items()}
+        bad: set[int] = set()
+        written: list[tuple[tuple[str, str], UnitRec | IncidentRec, int]] = []
+        for table in ("u", "i"):  # unit claims first: losing one fails its group before its incidents are written
+            keys = [k for k in saves if k[0] == table and group[k] not in bad]
+            results = await self.store.save_many([saves[k] for k in keys])
+            for k, res in zip(keys, results):
+                if isinstance(res, BaseException):
+                    bad.add(group[k])
+                    if isinstance(res, Conflict):
+                        self.conflicts += 1
+                        log.info("conflict in a batch: its decisions are taken again one by one", record=k[1], detail=str(res))
+                    else:
+                        log.warning("storing part of a batch failed: its decisions are taken again one by one", record=k[1], detail=str(res))
+                else:
+                    written.append((k, saves[k], res))
+                    self._stored(saves[k], res)
+        if not bad:
+            return []
+        await self._undo([(rec, rev) for k, rec, rev in written if group[k] in bad], journal)
+        self.state.undo({k: v for k, v in journal.items() if group[k] in bad})
+        failed = [job for i, job in enumerate(done) if root(i) in bad]
+        for job in failed:
+            job.failed = True
+            self._forget_id(job)
+        try:
+            await self._reload([rec for k, rec in saves.items() if group[k] in bad])
+        except Exception:
+            await self._recover(None)
+        return failed
+
+    def _stored(self, rec: UnitRec | IncidentRec, rev: int) -> None:
+        self.state.stored(rec, rev)
+        if self._unflushed and isinstance(rec, UnitRec):
+            p = self._unflushed.get(rec.id)
+            if p is not None and (rec.lat, rec.lon) == (p.lat, p.lon):
+                del self._unflushed[rec.id]
 
     def _forget_id(self, job: "_Job") -> None:
         """An undone decision: its message id must not make its next attempt look like a replay."""
@@ -350,7 +406,7 @@ class EngineShell:
         async with self.lock:
             pending, self._unflushed = self._unflushed, {}
             recs = [self.state.units[u] for u in pending if u in self.state.units]
-            results = await asyncio.gather(*(self.store.save(r) for r in recs), return_exceptions=True)
+            results = await self.store.save_many(recs)
             written = 0
             for rec, res in zip(recs, results):
                 if isinstance(res, Conflict):
@@ -381,14 +437,17 @@ class EngineShell:
             except Exception:
                 log.exception("position flush failed")
 
-    async def apply(self, inp: Input) -> str | None:
-        """Run one decision to completion. Returns a refusal reason, if the core refused the input."""
+    async def apply(self, inp: Input, known_before: bool | None = None) -> str | None:
+        """Run one decision to completion. Returns a refusal reason, if the core refused the input.
+
+        `known_before`: whether the input's message id was known before its first attempt, when that
+        attempt was made elsewhere (in a batch that was undone)."""
         msg_id = _msg_id(inp)
         sent: list[tuple[str, bytes, str, Any]] = []
         refreshed = False
         conflicts = 0
-        first = True
-        known_at_start = False
+        first = known_before is None
+        known_at_start = bool(known_before)
         for _ in range(MAX_CONFLICT_RETRIES):
             if conflicts:
                 # Lost a record to another replica: give the bucket watch (which needs the lock) a moment
@@ -494,18 +553,14 @@ class EngineShell:
             for group in ([r for r in saves if isinstance(r, UnitRec)], [r for r in saves if isinstance(r, IncidentRec)]):
                 if not group:
                     continue
-                results = await asyncio.gather(*(self.store.save(r) for r in group), return_exceptions=True)
+                results = await self.store.save_many(group)
                 failed: BaseException | None = None
                 for rec, res in zip(group, results):
                     if isinstance(res, BaseException):
                         failed = failed or res
                     else:
                         written.append((rec, res))
-                        self.state.stored(rec, res)
-                        if self._unflushed and isinstance(rec, UnitRec):
-                            p = self._unflushed.get(rec.id)
-                            if p is not None and (rec.lat, rec.lon) == (p.lat, p.lon):
-                                del self._unflushed[rec.id]
+                        self._stored(rec, res)
                 if failed is not None:
                     raise failed
         except Exception:
@@ -742,7 +797,11 @@ class _Job:
     settle: Settle | None
     inp: Input | None = None
     msg_id: str | None = None
-    known: bool = False  # its message id was seen before its decision
+    known: bool = False  # its message id was seen before its first attempt
+    tried: bool = False  # a first attempt was made (in a batch)
+    keys: list[tuple[str, str]] = field(default_factory=list)  # records its decision touched
+    messages: list[Message] = field(default_factory=list)  # what its decision publishes
+    failed: bool = False  # its batch group was undone: decided again on its own
 
 
 class _ActionMismatch(ValueError):

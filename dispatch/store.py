@@ -38,9 +38,20 @@ class Conflict(Exception):
         self.rec = rec
 
 
+class _WriteRefused(Exception):
+    """The stream refused a key-value write (JetStream's error code and description)."""
+
+    def __init__(self, err_code: int | None, description: str) -> None:
+        super().__init__(f"key-value write refused: {description} (err_code {err_code})")
+        self.err_code = err_code
+
+
 class Store(Protocol):
     async def save(self, rec: Rec) -> int:
         """Write rec if the bucket still holds revision rec.rev (0: must not exist); return the new revision."""
+
+    async def save_many(self, recs: list[Rec]) -> list[int | BaseException]:
+        """Write several records at once (pipelined); per record its new revision or its error."""
 
     async def get(self, kind: type[Rec], key: str) -> Rec | None: ...
 
@@ -77,6 +88,15 @@ class MemoryStore:
         self.data[key] = (self._rev, rec.dump())
         self._changes.put_nowait(type(rec).model_validate_json(self.data[key][1]).model_copy(update={"rev": self._rev}))
         return self._rev
+
+    async def save_many(self, recs: list[Rec]) -> list[int | BaseException]:
+        out: list[int | BaseException] = []
+        for rec in recs:
+            try:
+                out.append(await self.save(rec))
+            except Exception as e:
+                out.append(e)
+        return out
 
     async def delete(self, kind: type[Rec], key: str, rev: int) -> None:
         cur = self.data.get((kind.__name__, key))
@@ -128,12 +148,23 @@ class BrokerBus:
 class KVStore:
     """Units and incidents in two JetStream key-value buckets (file storage)."""
 
-    def __init__(self, js: Any, subjects: Subjects, replicas: int = 1) -> None:
+    MINE_LIMIT = 200_000
+
+    def __init__(self, js: Any, subjects: Subjects, replicas: int = 1, timeout_s: float = 5.0) -> None:
         self.js = js
         self.subjects = subjects
         self.replicas = replicas
+        self.timeout_s = timeout_s
         self.units: Any = None
         self.incidents: Any = None
+        # unit revisions this store wrote: the watch need not parse them again (the engine holds those
+        # records already, and a unit is never dropped from memory, so an older revision arriving late
+        # is still recognised as older). Incident writes do come back: a closed incident leaves memory,
+        # and its own closing write is what corrects an older revision that arrives after it.
+        self._mine: dict[str, set[int]] = {subjects.bucket_units: set(), subjects.bucket_incidents: set()}
+        self._reply_prefix: str | None = None
+        self._waiting: dict[str, asyncio.Future[int]] = {}
+        self._token = 0
 
     async def open(self) -> "KVStore":
         from nats.js.api import KeyValueConfig, StorageType
@@ -156,20 +187,104 @@ class KVStore:
         is_unit = kind is UnitRec or isinstance(kind, UnitRec)
         return self.units if is_unit else self.incidents
 
-    async def save(self, rec: Rec) -> int:
-        from nats.js.errors import KeyWrongLastSequenceError
+    def _note_mine(self, bucket: str, rev: int) -> None:
+        mine = self._mine[bucket]
+        if len(mine) >= self.MINE_LIMIT:
+            mine.clear()  # nobody is watching: forget, the watch would only parse a few records again
+        mine.add(rev)
 
+    async def save(self, rec: Rec) -> int:
+        res = (await self.save_many([rec]))[0]
+        if isinstance(res, BaseException):
+            raise res
+        return res
+
+    async def save_many(self, recs: list[Rec]) -> list[int | BaseException]:
+        """Publish every write at once, each with the revision it expects (JetStream's
+        expected-last-subject-sequence header, as the key-value update does), then collect the answers
+        on one reply subscription: one burst of writes instead of a request/response per record."""
+        if not recs:
+            return []
+        prefix = await self._reply_inbox()
+        nc = self.js._nc
+        loop = asyncio.get_running_loop()
+        futs: list[asyncio.Future[int]] = []
+        tokens: list[str] = []
+        for rec in recs:
+            self._token += 1
+            token = str(self._token)
+            fut: asyncio.Future[int] = loop.create_future()
+            self._waiting[token] = fut
+            futs.append(fut)
+            tokens.append(token)
+            await nc.publish(
+                f"{self._bucket(rec)._pre}{rec.id}", rec.dump(), reply=prefix + token,
+                headers={"Nats-Expected-Last-Subject-Sequence": str(rec.rev)},
+            )
+        _, pending = await asyncio.wait(futs, timeout=self.timeout_s)
+        for token, f in zip(tokens, futs):
+            if f in pending:
+                self._waiting.pop(token, None)
+                f.cancel()
+        out: list[int | BaseException] = []
+        for rec, fut in zip(recs, futs):
+            kv = self._bucket(rec)
+            if fut.cancelled():
+                out.append(TimeoutError(f"no answer storing {type(rec).__name__} {rec.id} within {self.timeout_s} s"))
+                continue
+            err = fut.exception()
+            if err is None:
+                seq = fut.result()
+                if kv is self.units:
+                    self._note_mine(kv._name, seq)
+                out.append(seq)
+            elif isinstance(err, _WriteRefused) and err.err_code in (10071, 10164):  # wrong last sequence
+                if rec.rev == 0:
+                    out.append(await self._create(rec))  # maybe a key deleted before: the bucket's own way
+                else:
+                    out.append(Conflict(rec))
+            else:
+                out.append(err)
+        return out
+
+    async def _reply_inbox(self) -> str:
+        if self._reply_prefix is None:
+            nc = self.js._nc
+            prefix = nc.new_inbox() + "."
+            await nc.subscribe(prefix + "*", cb=self._on_reply)
+            self._reply_prefix = prefix
+        return self._reply_prefix
+
+    async def _on_reply(self, msg: Any) -> None:
+        assert self._reply_prefix is not None
+        fut = self._waiting.pop(msg.subject[len(self._reply_prefix):], None)
+        if fut is None or fut.done():
+            return
+        try:
+            resp = json.loads(msg.data)
+        except ValueError:
+            status = (msg.headers or {}).get("Status", "")
+            fut.set_exception(_WriteRefused(None, f"no stream answered (status {status or 'none'})"))
+            return
+        err = resp.get("error") if isinstance(resp, dict) else None
+        if err:
+            fut.set_exception(_WriteRefused(err.get("err_code"), str(err.get("description", err))))
+        elif isinstance(resp, dict) and "seq" in resp:
+            fut.set_result(int(resp["seq"]))
+        else:
+            fut.set_exception(_WriteRefused(None, f"unexpected answer {msg.data[:200]!r}"))
+
+    async def _create(self, rec: Rec) -> int | BaseException:
         kv = self._bucket(rec)
         try:
-            if rec.rev == 0:
-                return await kv.create(rec.id, rec.dump())
-            return await kv.update(rec.id, rec.dump(), last=rec.rev)
-        except KeyWrongLastSequenceError:
-            raise Conflict(rec) from None
-        except Exception as e:  # create() on an existing key reports differently across versions
+            rev = await kv.create(rec.id, rec.dump())
+        except Exception as e:
             if "wrong last sequence" in str(e).lower() or "key exists" in str(e).lower():
-                raise Conflict(rec) from None
-            raise
+                return Conflict(rec)
+            return e
+        if kv is self.units:
+            self._note_mine(kv._name, rev)
+        return int(rev)
 
     async def delete(self, kind: type[Rec], key: str, rev: int) -> None:
         await self._bucket(kind).delete(key, last=rev)
@@ -191,13 +306,19 @@ class KVStore:
         done = {"n": 0}
 
         async def pump(kv: Any, cls: type[Rec]) -> None:
+            mine = self._mine[kv._name]
+            initial = True
             try:
                 watcher = await kv.watchall()
                 async for entry in watcher:
                     if entry is None:
+                        initial = False
                         done["n"] += 1
                         if done["n"] == 2:
                             queue.put_nowait(None)
+                        continue
+                    if not initial and mine and entry.revision in mine:
+                        mine.discard(entry.revision)  # our own write coming back
                         continue
                     if entry.operation is not None:  # delete or purge
                         if done["n"] == 2:  # a change after the initial values: replicas must forget it

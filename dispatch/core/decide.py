@@ -235,13 +235,20 @@ class EngineState:
             self.waiting.discard(rec.id)
             for k in self._corr_keys(rec):
                 self.corr.get(k, set()).discard(rec.id)
-            for e in rec.event_ids:
-                self.by_event.pop(e, None)
+            # the record in memory may know event ids the closing one does not (an alert joined here
+            # while another replica closed it): drop those too, or they would point at nothing
+            for e in rec.event_ids + (old.event_ids if old is not None else ()):
+                if self.by_event.get(e) == rec.id:
+                    del self.by_event[e]
             return
         self.incidents[rec.id] = rec
         if old is None:
             for k in self._corr_keys(rec):
                 self.corr.setdefault(k, set()).add(rec.id)
+        elif old.event_ids != rec.event_ids:
+            for e in old.event_ids:
+                if self.by_event.get(e) == rec.id:
+                    del self.by_event[e]
         for e in rec.event_ids:
             self.by_event[e] = rec.id
         if rec.state in WAITING_INCIDENT_STATES:
@@ -452,10 +459,13 @@ class _Decision:
 
         if a.confirms is not None:
             iid = self.s.by_event.get(a.confirms)
-            if iid is not None:
+            if iid is not None and iid in self.s.incidents:
                 self._confirm(self._inc(iid), a)
                 return
         iid = self.s.by_event.get(a.event_id)
+        if iid is not None and iid not in self.s.incidents:
+            self.s.by_event.pop(a.event_id, None)  # its incident is closed or gone: the event starts afresh
+            iid = None
         if iid is not None:
             self._update(self._inc(iid), a)
             return
