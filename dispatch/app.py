@@ -161,9 +161,12 @@ def build_app(
     """The production engine: JetStream streams, key-value state, timers."""
     subjects = Subjects(prefix)
     rt = EngineRuntime(district=district, subjects=subjects, name=name, replicas=replicas)
-    # logger=None: FastStream's per-message access log costs more than a decision; structlog records those
+    # logger=None: FastStream's per-message access log costs more than a decision; structlog records those.
+    # apply_types=False: the handlers take FastStream's message as it is (see _as_is), so the dependency
+    # injection layer, which would validate that argument per message, has nothing to do.
     broker = NatsBroker(
-        servers, name=f"patrollink-{name}", max_reconnect_attempts=-1, reconnect_time_wait=0.5, logger=None
+        servers, name=f"patrollink-{name}", max_reconnect_attempts=-1, reconnect_time_wait=0.5, logger=None,
+        apply_types=False,
     )
     register(broker, rt)
     app = FastStream(broker)

@@ -279,7 +279,7 @@ class EngineShell:
                         saves[("i", rec.id)] = rec
                     else:
                         saves[("u", rec.id)] = rec
-                job.messages = [c.message for c in cmds if isinstance(c, Publish)]
+                job.messages = [c for c in cmds if isinstance(c, Publish)]
                 done.append(job)
             failed: list[_Job] = []
             if fallback:
@@ -291,12 +291,13 @@ class EngineShell:
                 for job in done:
                     if job.failed:
                         continue
-                    for m in job.messages:
-                        sent.append(await self._publish(m))
+                    for c in job.messages:
+                        sent.append(await self._publish(c.message, c.data))
                 for job in done:
                     if job.failed:
                         continue
-                    for m in job.messages:
+                    for c in job.messages:
+                        m = c.message
                         if _loggable(m):
                             with structlog.contextvars.bound_contextvars(**_ids(job.inp)):  # type: ignore[arg-type]
                                 _log_publish(m)
@@ -503,7 +504,7 @@ class EngineShell:
                     raise
                 for c in cmds:
                     if isinstance(c, Publish):
-                        sent.append(await self._publish(c.message))
+                        sent.append(await self._publish(c.message, c.data))
                         _log_publish(c.message)
                 break
         else:
@@ -627,7 +628,7 @@ class EngineShell:
                 self.state.forget_incident(rec.id)
                 self.state.put_incident(fresh)  # type: ignore[arg-type]
 
-    async def _publish(self, m: Message) -> tuple[str, bytes, str, Any]:
+    async def _publish(self, m: Message, data: bytes | None = None) -> tuple[str, bytes, str, Any]:
         s = self.subjects
         if isinstance(m, DispatchOrder):
             subject = s.order(m.unit)
@@ -637,7 +638,8 @@ class EngineShell:
             subject = s.incident_event(m.incident_id, m.event.value)
         else:  # pragma: no cover - the core only emits these three
             raise TypeError(type(m))
-        data = encode(m)
+        if data is None:
+            data = encode(m)
         return subject, data, m.id, await self.bus.publish(subject, data, m.id)
 
     async def deadletter(self, subject: str, data: bytes, reason: str) -> None:
@@ -800,7 +802,7 @@ class _Job:
     known: bool = False  # its message id was seen before its first attempt
     tried: bool = False  # a first attempt was made (in a batch)
     keys: list[tuple[str, str]] = field(default_factory=list)  # records its decision touched
-    messages: list[Message] = field(default_factory=list)  # what its decision publishes
+    messages: list[Publish] = field(default_factory=list)  # what its decision publishes
     failed: bool = False  # its batch group was undone: decided again on its own
 
 

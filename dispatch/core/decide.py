@@ -42,7 +42,7 @@ from dispatch.core.records import (
     UnitRec,
     UnitState,
 )
-from dispatch.core.selection import EARTH_M_PER_DEG, Choice, Router, UnitGrid, choose, straight_m
+from dispatch.core.selection import EARTH_M_PER_DEG, Choice, ModeGrids, Router, UnitGrid, choose, straight_m
 from dispatch.events import (
     Alert,
     AlertPhase,
@@ -149,6 +149,7 @@ class Save:
 @dataclass(frozen=True)
 class Publish:
     message: DispatchOrder | Broadcast | IncidentEvent
+    data: bytes | None = None  # the message as JSON, when the core serialised it already (for the outbox)
 
 
 @dataclass(frozen=True)
@@ -173,7 +174,7 @@ class EngineState:
             speeds.update({str(k): v for k, v in streets.speeds_kmh.items()})
         self.router = Router(graph, speeds)
         self.grid = UnitGrid(cell_m=300.0, ref_lat=district.center.lat)  # every unit with a position
-        self.free = UnitGrid(cell_m=300.0, ref_lat=district.center.lat)  # the available ones: what choosing walks
+        self.free = ModeGrids(cell_m=300.0, ref_lat=district.center.lat)  # the available ones: what choosing walks
         self._allows: dict[tuple[str, str], bool] = {}
         self.units: dict[str, UnitRec] = {}
         self.incidents: dict[str, IncidentRec] = {}
@@ -202,7 +203,7 @@ class EngineState:
         if rec.lat is not None and rec.lon is not None:
             self.grid.move(rec.id, rec.lat, rec.lon)
             if rec.state is UnitState.available:
-                self.free.move(rec.id, rec.lat, rec.lon)
+                self.free.move(rec.id, rec.lat, rec.lon, str(rec.mode))
             else:
                 self.free.remove(rec.id)
         else:
@@ -342,11 +343,14 @@ class _Decision:
     # -- plumbing
     def commands(self) -> list[Command]:
         per_incident: dict[str, list[OutboxItem]] = {}
+        bodies: list[str] = []
         for inc_id, msg in self.out:
+            body = msg.model_dump_json()  # once: for the outbox and for sending
+            bodies.append(body)
             if inc_id is None:
                 continue
             kind = "order" if isinstance(msg, DispatchOrder) else "broadcast" if isinstance(msg, Broadcast) else "event"
-            per_incident.setdefault(inc_id, []).append(OutboxItem(type=kind, body=msg.model_dump_json()))
+            per_incident.setdefault(inc_id, []).append(OutboxItem.model_construct(type=kind, body=body))
         cmds: list[Command] = []
         for uid in self.dirty_units:
             cmds.append(Save(self.s.units[uid]))
@@ -355,7 +359,7 @@ class _Decision:
             rec = rec.model_copy(update={"outbox": tuple(per_incident.get(iid, ()))})
             self._put_inc(rec, mark=False)
             cmds.append(Save(rec))
-        cmds.extend(Publish(m) for _, m in self.out)  # type: ignore[arg-type]
+        cmds.extend(Publish(m, b.encode()) for (_, m), b in zip(self.out, bodies))  # type: ignore[arg-type]
         return cmds
 
     def _inc(self, iid: str) -> IncidentRec:
@@ -659,24 +663,25 @@ class _Decision:
 
     def _explain(self, choice: Choice, preempted: str | None = None) -> Explanation:
         chosen = choice.chosen
+        # built without validation: every value here is the core's own and already of the right type
         cands = tuple(
-            Candidate(unit=c.unit, eta_s=round(c.eta_s, 1), distance_m=round(c.straight_m, 1), method=c.method)  # type: ignore[arg-type]
+            Candidate.model_construct(unit=c.unit, eta_s=round(c.eta_s, 1), distance_m=round(c.straight_m, 1), method=c.method)
             for c in choice.candidates
         )
-        skipped = [Skipped(unit=u, reason=r) for u, r in choice.skipped]
+        skipped = [Skipped.model_construct(unit=u, reason=r) for u, r in choice.skipped]
         if chosen is not None:
             for c in choice.candidates[1:]:
                 why = f"{c.eta_s - chosen.eta_s:.0f} s slower ({c.eta_s:.0f} s vs {chosen.eta_s:.0f} s)"
                 if c.straight_m < chosen.straight_m:
                     why += f", although nearer in a straight line ({c.straight_m:.0f} m vs {chosen.straight_m:.0f} m)"
-                skipped.append(Skipped(unit=c.unit, reason=why))
+                skipped.append(Skipped.model_construct(unit=c.unit, reason=why))
             how = "by road" if chosen.method == "road" else "in a straight line (no street graph)"
             note = f"{chosen.unit}: ETA {chosen.eta_s:.0f} s {how}, {chosen.straight_m:.0f} m away; {len(choice.candidates)} candidates weighed"
             if preempted:
                 note += f"; taken off lower-priority incident {preempted}"
         else:
             note = "no unit can take it"
-        return Explanation(chosen=chosen.unit if chosen else None, candidates=cands, skipped=tuple(skipped), note=note)
+        return Explanation.model_construct(chosen=chosen.unit if chosen else None, candidates=cands, skipped=tuple(skipped), note=note)
 
     def _assign(self, inc: IncidentRec, choice: Choice, preempted: str | None = None) -> None:
         cand = choice.chosen

@@ -94,6 +94,35 @@ class UnitGrid:
             yield r * self.cell_m, found
 
 
+class ModeGrids:
+    """Units bucketed per travel mode, each mode in its own grid: the ring walk for a slow mode stops
+    much nearer the incident than the one for cars (its units cannot be fast from afar)."""
+
+    def __init__(self, cell_m: float = 300.0, ref_lat: float = 30.0) -> None:
+        self.cell_m = cell_m
+        self.ref_lat = ref_lat
+        self.grids: dict[str, UnitGrid] = {}
+        self._mode_of: dict[str, str] = {}
+
+    def move(self, unit_id: str, lat: float, lon: float, mode: str) -> None:
+        old = self._mode_of.get(unit_id)
+        if old is not None and old != mode:
+            self.grids[old].remove(unit_id)
+        g = self.grids.get(mode)
+        if g is None:
+            g = self.grids[mode] = UnitGrid(self.cell_m, self.ref_lat)
+        g.move(unit_id, lat, lon)
+        self._mode_of[unit_id] = mode
+
+    def remove(self, unit_id: str) -> None:
+        mode = self._mode_of.pop(unit_id, None)
+        if mode is not None:
+            self.grids[mode].remove(unit_id)
+
+    def __len__(self) -> int:
+        return len(self._mode_of)
+
+
 @dataclass(frozen=True)
 class Cand:
     unit: str
@@ -174,7 +203,7 @@ def _thin(pts: list[tuple[float, float]], limit: int) -> list[tuple[float, float
 
 
 def choose(
-    grid: UnitGrid,
+    grid: UnitGrid | ModeGrids,
     units: dict[str, UnitRec],
     router: Router,
     lat: float,
@@ -208,30 +237,36 @@ def choose(
     vmax_any = router.vmax_any
     push, pop = heapq.heappush, heapq.heappop
     inf = math.inf
-    rings = grid.rings(lat, lon)
+    # one ring walk per grid: (bound in s on any unit in its next ring, order, next ring, speed bound)
+    walks: list[tuple[float, int, Iterator[tuple[float, list[str]]], float]] = []
+    if isinstance(grid, ModeGrids):
+        for n, (mode, g) in enumerate(sorted(grid.grids.items())):
+            walks.append((0.0, n, g.rings(lat, lon), vmax_of.get(mode, vmax_any)))
+    else:
+        walks.append((0.0, 0, grid.rings(lat, lon), vmax_any))
+    heapq.heapify(walks)
     ring_bound = 0.0  # no unit in a ring not walked yet arrives sooner than this
-    rings_left = True
 
     while len(found) < want:
-        if rings_left and (not heap or heap[0][0] > ring_bound):
+        if walks and (not heap or heap[0][0] > ring_bound):
+            _, n, rings, speed_bound = pop(walks)
             ring = next(rings, None)
-            if ring is None:
-                rings_left, ring_bound = False, inf
-                continue
-            next_ring_m, ring_units = ring
-            for uid in ring_units:
-                u = units.get(uid)
-                if u is None or u.lat is None or u.lon is None:
-                    continue
-                examined += 1
-                reason = why_not(u)
-                if reason is not None:
-                    if len(skipped) < skipped_limit:
-                        skipped.append((uid, reason))
-                    continue
-                dist = straight_m(lat, lon, u.lat, u.lon)
-                push(heap, (dist / vmax_of[str(u.mode)], uid, dist, False, -1.0))
-            ring_bound = next_ring_m / vmax_any
+            if ring is not None:
+                next_ring_m, ring_units = ring
+                for uid in ring_units:
+                    u = units.get(uid)
+                    if u is None or u.lat is None or u.lon is None:
+                        continue
+                    examined += 1
+                    reason = why_not(u)
+                    if reason is not None:
+                        if len(skipped) < skipped_limit:
+                            skipped.append((uid, reason))
+                        continue
+                    dist = straight_m(lat, lon, u.lat, u.lon)
+                    push(heap, (dist / vmax_of[str(u.mode)], uid, dist, False, -1.0))
+                push(walks, (next_ring_m / speed_bound, n, rings, speed_bound))
+            ring_bound = walks[0][0] if walks else inf
             continue
         if not heap:
             break
