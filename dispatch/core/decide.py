@@ -72,6 +72,9 @@ SWEEP_EVERY = timedelta(seconds=10)
 ORPHAN_GRACE = timedelta(seconds=10)
 ALERT_IDS_KEPT = 20
 SKIPPED_LIMIT = 12  # units ruled out that an explanation names
+GRID_CELL_M = 300.0  # grid cell side without a district extent to size it by
+GRID_CELL_MIN_M, GRID_CELL_MAX_M = 100.0, 300.0
+UNITS_PER_CELL = 2.0  # all modes together: a cell holds about one unit of two of the four modes
 
 # --------------------------------------------------------------------------- inputs
 
@@ -173,8 +176,9 @@ class EngineState:
         if streets is not None:
             speeds.update({str(k): v for k, v in streets.speeds_kmh.items()})
         self.router = Router(graph, speeds)
-        self.grid = UnitGrid(cell_m=300.0, ref_lat=district.center.lat)  # every unit with a position
-        self.free = ModeGrids(cell_m=300.0, ref_lat=district.center.lat)  # the available ones: what choosing walks
+        cell_m = grid_cell_m(district)
+        self.grid = UnitGrid(cell_m=cell_m, ref_lat=district.center.lat)  # every unit with a position
+        self.free = ModeGrids(cell_m=cell_m, ref_lat=district.center.lat)  # the available ones: what choosing walks
         self._allows: dict[tuple[str, str], bool] = {}
         self.units: dict[str, UnitRec] = {}
         self.incidents: dict[str, IncidentRec] = {}
@@ -312,6 +316,21 @@ class EngineState:
 
     def open_incidents(self) -> list[IncidentRec]:
         return sorted(self.incidents.values(), key=lambda i: (i.priority, i.opened_at))
+
+
+def grid_cell_m(district: Any) -> float:
+    """Grid cells sized so that a cell holds a few units of each travel mode: ring walks then stop
+    close to the answer in a dense district and do not walk many empty cells in a sparse one."""
+    n = len(getattr(district, "units", ()))
+    try:
+        lat_lo, lon_lo, lat_hi, lon_hi = district.bbox
+    except Exception:
+        return GRID_CELL_M
+    h = (lat_hi - lat_lo) * EARTH_M_PER_DEG
+    w = (lon_hi - lon_lo) * EARTH_M_PER_DEG * math.cos(math.radians((lat_lo + lat_hi) / 2))
+    if n == 0 or h <= 0 or w <= 0:
+        return GRID_CELL_M
+    return min(GRID_CELL_MAX_M, max(GRID_CELL_MIN_M, math.sqrt(UNITS_PER_CELL * w * h / n)))
 
 
 # --------------------------------------------------------------------------- the decision

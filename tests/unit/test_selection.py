@@ -111,3 +111,15 @@ def test_no_acceptable_unit_means_no_choice_and_an_empty_grid_too():
     empty = choose(UnitGrid(), {}, router, 30.2, 114.9, _available, want=3)
     assert empty.chosen is None and empty.examined == 0
     assert choose(ModeGrids(), {}, router, 30.2, 114.9, _available, want=3).chosen is None
+
+
+def test_grid_cells_shrink_in_a_dense_district_and_keep_their_usual_size_in_a_sparse_one():
+    from district_fixtures import make_district
+
+    from dispatch.core.decide import EngineState, grid_cell_m
+
+    sparse = make_district()  # two units on about 5 km2
+    dense = make_district(units=[{"id": f"d{i}", "kind": "police", "mode": "car"} for i in range(400)])
+    assert grid_cell_m(sparse) == 300.0
+    assert 100.0 <= grid_cell_m(dense) < 200.0
+    assert EngineState(dense).free.cell_m == EngineState(dense).grid.cell_m == grid_cell_m(dense)
