@@ -107,6 +107,7 @@ class EngineShell:
         self._idle.set()
         self._worker: asyncio.Task[None] | None = None
         self._unflushed: dict[str, UnitPosition] = {}  # unit -> latest position held only in memory
+        self._stopping = False
 
     # ------------------------------------------------------------------ inbound
     async def on_raw(self, subject: str, data: bytes, redelivered: bool = False) -> None:
@@ -126,11 +127,19 @@ class EngineShell:
         letters): acknowledge it to JetStream; `settle(False)` when the decision failed: redeliver.
         Messages are decided in the order they were submitted.
         """
+        if self._stopping:
+            if settle is not None:  # not ours any more: the broker gives it to another replica, or to us again
+                task = asyncio.create_task(settle(False))
+                self._confirming.add(task)  # type: ignore[arg-type]
+                task.add_done_callback(self._confirming.discard)  # type: ignore[arg-type]
+            return
         self._queue.append(_Job(subject, data, redelivered, settle))
         self._kick()
 
     def submit_input(self, inp: Input) -> None:
         """Queue an input the engine made itself (a position to apply again after a conflict)."""
+        if self._stopping:
+            return
         self._queue.append(_Job("", b"", False, None, inp))
         self._kick()
 
@@ -160,7 +169,10 @@ class EngineShell:
             except asyncio.CancelledError:
                 raise
             except Exception:  # pragma: no cover - _run_batch settles every job itself
-                log.exception("batch failed")
+                log.exception("batch failed: its inputs will be delivered again")
+                for job in jobs:
+                    if not job.settled:
+                        await self._settle(job, False)
 
     def _decode(self, subject: str, data: bytes, redelivered: bool) -> Input | str:
         """The core's input for a message, or why it is refused."""
@@ -186,6 +198,7 @@ class EngineShell:
         return _subject_mismatch(kind, inp) or inp
 
     async def _settle(self, job: "_Job", ok: bool) -> None:
+        job.settled = True
         if job.settle is not None:
             try:
                 await job.settle(ok)
@@ -339,8 +352,14 @@ class EngineShell:
         group = {k: root(i) for k, i in owner.items()}
         bad: set[int] = set()
         written: list[tuple[tuple[str, str], UnitRec | IncidentRec, int]] = []
-        for table in ("u", "i"):  # unit claims first: losing one fails its group before its incidents are written
-            keys = [k for k in saves if k[0] == table and group[k] not in bad]
+        # unit claims first: losing one fails its group before its incidents are written; the incidents of
+        # a group that only opens new ones go along with the units (nobody else knows them yet)
+        updates = {group[k] for k, rec in saves.items() if k[0] == "i" and rec.rev != 0}
+        first = [k for k in saves if k[0] == "u" or group[k] not in updates]
+        for phase in (first, [k for k in saves if k[0] == "i" and group[k] in updates]):
+            keys = [k for k in phase if group[k] not in bad]
+            if not keys:
+                continue
             results = await self.store.save_many([saves[k] for k in keys])
             for k, res in zip(keys, results):
                 if isinstance(res, BaseException):
@@ -550,8 +569,13 @@ class EngineShell:
         """
         written: list[tuple[UnitRec | IncidentRec, int]] = []
         try:
-            # unit claims first: losing a unit to another replica must fail before the incident is written
-            for group in ([r for r in saves if isinstance(r, UnitRec)], [r for r in saves if isinstance(r, IncidentRec)]):
+            # unit claims first: losing a unit to another replica must fail before an incident is written.
+            # An incident the decision opens is nobody else's yet: it goes with the units (one round trip
+            # less for a new alert), and is deleted again if a unit is lost.
+            units = [r for r in saves if isinstance(r, UnitRec)]
+            incidents = [r for r in saves if isinstance(r, IncidentRec)]
+            groups = [units + incidents] if all(r.rev == 0 for r in incidents) else [units, incidents]
+            for group in groups:
                 if not group:
                     continue
                 results = await self.store.save_many(group)
@@ -762,6 +786,7 @@ class EngineShell:
     async def stop(self, drain_s: float = 5.0) -> None:
         """Finish the queued decisions (what is left is redelivered by the broker), store the
         positions held in memory, wait for the broker to confirm what was published."""
+        self._stopping = True
         try:
             await asyncio.wait_for(self.drained(), drain_s)
         except TimeoutError:
@@ -804,6 +829,7 @@ class _Job:
     keys: list[tuple[str, str]] = field(default_factory=list)  # records its decision touched
     messages: list[Publish] = field(default_factory=list)  # what its decision publishes
     failed: bool = False  # its batch group was undone: decided again on its own
+    settled: bool = False
 
 
 class _ActionMismatch(ValueError):

@@ -506,3 +506,24 @@ async def test_a_unit_that_is_ordered_while_its_position_is_held_stores_that_pos
     assert order.unit == "a1"
     assert stored is not None and stored.lon == 114.898 and stored.order == order.order_id
     assert pending == 0  # the claim wrote it: nothing left to flush
+
+
+async def test_a_message_arriving_while_the_engine_stops_is_handed_back_to_the_broker_undecided():
+    async with engine() as e:
+        await e.position("a1", NORTH, 114.899)
+        await e.shell.stop()
+        settled: list[bool] = []
+
+        async def settle(ok: bool) -> None:
+            settled.append(ok)
+
+        a = Alert(event_id="late", source=AlertSource.operator, console="c1", kind="theft", area=Area(lat=NORTH, lon=114.9))
+        e.shell.submit(e.subjects.operator_alert("c1"), encode(a), False, settle)
+        for _ in range(20):
+            if settled:
+                break
+            await asyncio.sleep(0.01)
+        orders = list(e.orders)
+
+    assert settled == [False]  # not acknowledged: redelivered to a replica that runs
+    assert orders == []
