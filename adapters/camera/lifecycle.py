@@ -18,7 +18,11 @@ The event's states and what moves it:
 Event ids are uuid4 hex (or what `new_id` makes), stable across the event.
 A condition whose key is new but that sits where an event of the same kind is
 holding (the tracker lost and re-found a person) continues that event
-instead of opening another: one incident, one alert stream.
+instead of opening another: one incident, one alert stream -- unless the
+condition's track was already seen while the holding event's subject was still
+being found by the detector (`Condition.since` < the event's last `found`
+frame): two people at once, the second one walking where the first was, get
+an event each.
 
 The best snapshot is the frame with the best `Condition.quality`: first
 "fully in frame", then box area x score. The JPEG is encoded once, when a
@@ -58,6 +62,7 @@ class _Event:
     snapshot: bytes | None = None
     snapshot_version: int = 0
     detail: dict[str, Any] = field(default_factory=dict)
+    found_t: float | None = None  # when the detector last found its subject (`Condition.found`)
     # what was last published
     pub_t: float = 0.0
     pub_zones: int = 0
@@ -130,6 +135,8 @@ class Lifecycle:
         for key, e in self._events.items():
             if key in active_keys or e.kind != c.kind or e.last_box is None:
                 continue
+            if c.since is not None and e.found_t is not None and c.since < e.found_t - 1e-9:
+                continue  # this subject was tracked while that one was still being found: somebody else
             b, o = c.box, e.last_box
             h = max(1, max(b[3] - b[1], o[3] - o[1]))
             d = math.hypot((b[0] + b[2] - o[0] - o[2]) / 2.0, (b[1] + b[3] - o[1] - o[3]) / 2.0) / h
@@ -154,6 +161,8 @@ class Lifecycle:
                 self._events[c.key] = e
                 fresh = True
             e.last_seen = t
+            if c.found:
+                e.found_t = t
             e.priority = min(e.priority, c.priority)
             for z in c.zones:
                 if z not in e.zones:

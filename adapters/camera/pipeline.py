@@ -22,6 +22,7 @@ are uuid4 unless `new_id` is given). Not thread-safe: one per camera.
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import zoneinfo
 from collections import deque
 from collections.abc import Callable
@@ -325,11 +326,19 @@ class Perspective:
         a, b = self.line
         top = box[1]
         feet_min = (top + b) / (1.0 - a) if a < 1.0 else top  # the person whose head is at the top
-        if not anywhere:
-            feet_min = max(feet_min, self.top_feet - self.margin * self.height)  # nobody stands higher up
+        floor = -math.inf if anywhere else self.top_feet - self.margin * self.height  # nobody stands higher up
         y = float(box[3])
-        if y < feet_min:
+        if y < floor:
             return []
+        if y < feet_min:
+            # shorter than a person standing on its bottom row: part of one (the legs move, the torso is
+            # as dark as the background behind it and the head is a blob of its own); search the person
+            # who would stand there, grown up to their height
+            h_hi = a * y + b
+            if h_hi < min_h:
+                return []
+            return [((box[0], int(max(0.0, y - h_hi)), box[2], int(round(y))), max(min_h, h_hi / ratio), h_hi)]
+        feet_min = max(feet_min, floor)
         out: list[tuple[Box, float, float]] = []
         while len(out) < 8:
             h_hi = a * y + b

@@ -71,6 +71,10 @@ class Condition:
     boxes: tuple[Detection, ...] = ()
     quality: tuple[int, float] = (0, 0.0)  # (fully in frame, box area x score): the lifecycle keeps the best view
     detail: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    # a person's condition: when its track was first seen, and whether the detector found it in this frame
+    # (the lifecycle does not let a track continue the event of one it was seen beside: two people)
+    since: float | None = None
+    found: bool = True
 
 
 CROWD_MAX_MISSES = 2  # analysed frames a crowd member may go unseen (hidden by the others) and still count
@@ -243,7 +247,7 @@ class RuleEngine:
                     Condition(
                         key=("intrusion", tr.id), kind="intrusion", priority=rule.priority, zones=zones, label=tr.label,
                         score=tr.score, box=tr.box, boxes=(self._person(tr),), quality=self._quality(tr.box, tr.score),
-                        detail={"track": tr.id},
+                        detail={"track": tr.id}, since=self._first_seen.get(tr.id), found=tr.misses == 0,
                     )
                 )
         return out
@@ -274,6 +278,7 @@ class RuleEngine:
                     key=("loitering", tr.id), kind="loitering", priority=rule.priority, zones=tuple(long), label=tr.label,
                     score=tr.score, box=tr.box, boxes=(self._person(tr),), quality=self._quality(tr.box, tr.score),
                     detail={"track": tr.id, "since": round(since, 3), "seconds": round(t - since, 3)},
+                    since=self._first_seen.get(tr.id), found=tr.misses == 0,
                 )
             )
         return out
@@ -316,6 +321,7 @@ class RuleEngine:
                 key=("running", tr.id), kind="suspicious", priority=rule.priority, zones=tr.zones, label=tr.label,
                 score=tr.score, box=tr.box, boxes=(self._person(tr),), quality=self._quality(tr.box, tr.score),
                 detail={"rule": "running", "track": tr.id, "speed": round(tr.speed, 3), "runners": len(runners)},
+                since=self._first_seen.get(tr.id), found=tr.misses == 0,
             )
             for tr in runners
         ]

@@ -298,6 +298,18 @@ def test_a_lost_and_refound_person_continues_the_same_event():
     assert [(p, i) for _, p, i, _ in res] == [("new", "ev1"), ("end", "ev1")]
 
 
+def test_a_track_seen_beside_the_lost_one_is_somebody_else():
+    """A track that existed while the event's person was still being found is a second person."""
+    lc = Lifecycle(hold_off=1.0, new_id=ids())
+    seq = [[cond(key=("intrusion", 1), since=0.0)]] * 3 + [[]] + [[cond(key=("intrusion", 7), box=(104, 100, 144, 200), since=0.1)]] * 3 + [[]] * 6
+    res = drive(lc, seq)
+    assert [(p, i) for _, p, i, _ in res][:2] == [("new", "ev1"), ("new", "ev2")]
+    # born after the last frame that found the first one: the same person under a new id
+    lc = Lifecycle(hold_off=1.0, new_id=ids())
+    seq = [[cond(key=("intrusion", 1), since=0.0)]] * 3 + [[]] + [[cond(key=("intrusion", 7), box=(104, 100, 144, 200), since=0.6)]] * 3 + [[]] * 6
+    assert [(p, i) for _, p, i, _ in drive(lc, seq)] == [("new", "ev1"), ("end", "ev1")]
+
+
 def test_flush_ends_every_open_event():
     lc = Lifecycle(new_id=ids())
     drive(lc, [[cond(), cond(key=("crowd",), kind="crowd")]])
