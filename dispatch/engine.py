@@ -352,12 +352,16 @@ class EngineShell:
         group = {k: root(i) for k, i in owner.items()}
         bad: set[int] = set()
         written: list[tuple[tuple[str, str], UnitRec | IncidentRec, int]] = []
-        # unit claims first: losing one fails its group before its incidents are written; the incidents of
-        # a group that only opens new ones go along with the units (nobody else knows them yet)
-        updates = {group[k] for k, rec in saves.items() if k[0] == "i" and rec.rev != 0}
-        first = [k for k in saves if k[0] == "u" or group[k] not in updates]
-        for phase in (first, [k for k in saves if k[0] == "i" and group[k] in updates]):
+        # as in _persist: unit claims, then incident updates, then the incidents opened, per group
+        phases = (
+            [k for k in saves if k[0] == "u"],
+            [k for k, r in saves.items() if k[0] == "i" and r.rev != 0],
+            [k for k, r in saves.items() if k[0] == "i" and r.rev == 0],
+        )
+        for phase in phases:
             keys = [k for k in phase if group[k] not in bad]
+            if not keys:
+                continue
             if not keys:
                 continue
             results = await self.store.save_many([saves[k] for k in keys])
@@ -569,13 +573,10 @@ class EngineShell:
         """
         written: list[tuple[UnitRec | IncidentRec, int]] = []
         try:
-            # unit claims first: losing a unit to another replica must fail before an incident is written.
-            # An incident the decision opens is nobody else's yet: it goes with the units (one round trip
-            # less for a new alert), and is deleted again if a unit is lost.
-            units = [r for r in saves if isinstance(r, UnitRec)]
-            incidents = [r for r in saves if isinstance(r, IncidentRec)]
-            groups = [units + incidents] if all(r.rev == 0 for r in incidents) else [units, incidents]
-            for group in groups:
+            # Unit claims first: losing a unit to another replica must fail before an incident is written.
+            # Incidents the decision opens come last, once nothing else can fail: the other replica sees a
+            # new incident at once and may join an alert to it before it could be deleted again.
+            for group in _phases(saves):
                 if not group:
                     continue
                 results = await self.store.save_many(group)
@@ -830,6 +831,16 @@ class _Job:
     messages: list[Publish] = field(default_factory=list)  # what its decision publishes
     failed: bool = False  # its batch group was undone: decided again on its own
     settled: bool = False
+
+
+def _phases(saves: list[UnitRec | IncidentRec]) -> list[list[UnitRec | IncidentRec]]:
+    """A decision's records in the order they are written: units, incidents that exist, new incidents."""
+    out = [
+        [r for r in saves if isinstance(r, UnitRec)],
+        [r for r in saves if isinstance(r, IncidentRec) and r.rev != 0],
+        [r for r in saves if isinstance(r, IncidentRec) and r.rev == 0],
+    ]
+    return [g for g in out if g]
 
 
 class _ActionMismatch(ValueError):
