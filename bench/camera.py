@@ -64,6 +64,7 @@ from typing import Any
 import cv2
 
 from adapters.camera.analyze import iter_video
+from adapters.camera.detectors import iou
 from adapters.camera.motion import MotionDetector
 from adapters.camera.pipeline import Pipeline
 from adapters.camera.types import Frame
@@ -264,15 +265,6 @@ class _QuietLog:
     debug = info
 
 
-def _box_iou(a: Any, b: Any) -> float:
-    ix = min(a[2], b[2]) - max(a[0], b[0])
-    iy = min(a[3], b[3]) - max(a[1], b[1])
-    if ix <= 0 or iy <= 0:
-        return 0.0
-    inter = ix * iy
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
-
-
 def _pct(xs: list[float], q: float) -> float | None:
     if not xs:
         return None
@@ -345,8 +337,8 @@ async def _latency_run(clip: Path, cameras: int, seconds: float, folder: Path) -
             if not (0 <= k < len(truth)) or not a.get("box"):
                 unmatched += 1
                 continue
-            best = max(truth[k]["actors"], key=lambda x: _box_iou(x["box"], a["box"]), default=None)
-            if best is None or _box_iou(best["box"], a["box"]) < 0.2:
+            best = max(truth[k]["actors"], key=lambda x: iou(x["box"], a["box"]), default=None)
+            if best is None or iou(best["box"], a["box"]) < 0.2:
                 unmatched += 1
                 continue
             # the truth entry of that person that this alert belongs to (the latest one begun by then, with slack)

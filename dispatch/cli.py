@@ -79,6 +79,15 @@ async def _embedded_or(urls_arg: str | None, stack: AsyncExitStack, state_dir: P
     return [server.url]
 
 
+def _parse_at(text: str, prog: str) -> tuple[float, float]:
+    """--at LAT,LON -> (lat, lon), or exit saying what is wrong."""
+    try:
+        lat, lon = (float(x) for x in text.split(","))
+    except ValueError:
+        raise SystemExit(f"{prog}: --at wants LAT,LON, got {text!r}") from None
+    return lat, lon
+
+
 async def _until_signalled() -> None:
     """Wait for Ctrl-C or SIGTERM (the commands that run until stopped)."""
     stop = asyncio.Event()
@@ -154,10 +163,7 @@ def cmd_alert(a: argparse.Namespace) -> int:
 
     area = None
     if a.at:
-        try:
-            lat, lon = (float(x) for x in a.at.split(","))
-        except ValueError:
-            raise SystemExit(f"patrollink: --at wants LAT,LON, got {a.at!r}") from None
+        lat, lon = _parse_at(a.at, "patrollink")
         area = Area(lat=lat, lon=lon, description=a.place or "")
     try:
         alert = Alert(

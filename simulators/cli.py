@@ -195,6 +195,7 @@ def cmd_inject(a: argparse.Namespace) -> int:
     import nats
     from pydantic import ValidationError
 
+    from dispatch.cli import _parse_at
     from dispatch.events import DrillInject, DrillInjectResult, Point, describe_error, encode
     from dispatch.subjects import Subjects
 
@@ -205,10 +206,7 @@ def cmd_inject(a: argparse.Namespace) -> int:
     try:
         at = None
         if a.at:
-            try:
-                lat, lon = (float(x) for x in a.at.split(","))
-            except ValueError:
-                raise SystemExit(f"patrollink drill inject: --at wants LAT,LON, got {a.at!r}") from None
+            lat, lon = _parse_at(a.at, "patrollink drill inject")
             at = Point(lat=lat, lon=lon)
         req = DrillInject(kind=a.kind, drill=a.drill, camera=a.camera, at=at, priority=a.priority, seconds=a.seconds)
     except ValidationError as e:
