@@ -41,6 +41,7 @@ from dispatch.core.decide import (
     decide,
 )
 from dispatch.core.records import IncidentRec, OutboxItem, UnitRec
+from dispatch.aio import cancel_and_wait
 from dispatch.events import (
     Alert,
     Broadcast,
@@ -805,13 +806,7 @@ class EngineShell:
             log.exception("could not store the last positions")
         if self._confirming:
             await asyncio.wait(list(self._confirming), timeout=5.0)
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait(self._tasks)
         self._tasks.clear()
 
 

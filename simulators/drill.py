@@ -44,6 +44,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from dispatch.aio import cancel_and_wait
 from dispatch.events import (
     Alert,
     AlertSource,
@@ -679,9 +680,7 @@ class Drill:
                 raise
         finally:
             self.ended_wall = _now()
-            for t in self._tasks:
-                t.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await cancel_and_wait(self._tasks)
             try:
                 if started:
                     await self._finish(stack)
@@ -1056,8 +1055,7 @@ class LiveDrill:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_and_wait([self._task])
         await self.rt.stop()
 
     async def _trickle(self) -> None:

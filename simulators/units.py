@@ -45,6 +45,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from dispatch.aio import cancel_and_wait
 from dispatch.events import (
     DispatchOrder,
     Message,
@@ -633,9 +634,7 @@ class UnitSimulator:
         deadline = time.monotonic() + drain_s
         while not self._replies.empty() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
         self._tasks = []
         if self.nc is not None:
             try:

@@ -47,6 +47,7 @@ from adapters.camera.sources import check_url
 from adapters.camera.stats import FeedbackListener, FeedbackStore, consumer_token
 from adapters.camera.types import AlertEvent, SourceError
 from adapters.camera.worker import CameraWorker, WorkerSpec, describe_exit
+from dispatch.aio import cancel_and_wait
 from dispatch.events import CameraControl, CameraControlState, CameraHealth, CameraState, describe_error, encode, new_id
 from dispatch.subjects import Subjects
 
@@ -259,13 +260,7 @@ class CameraRunner:
         if self.publisher is not None and self.nc is not None and self.nc.is_connected:
             if not await self.publisher.drain(self.drain_timeout_s):
                 self.log.warning("camera.outbox.kept", pending=len(self.outbox or ()), spool=str(self.state_dir / "outbox.jsonl"))
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait(self._tasks)
         self._tasks = []
         if self.nc is not None:
             for cam in self.cams.values():

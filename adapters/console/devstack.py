@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from adapters.console.auth import User, hash_password
+from dispatch.aio import cancel_and_wait
 
 REPO = Path(__file__).resolve().parents[2]
 TIESHAN = REPO / "config" / "districts" / "tieshan.yaml"
@@ -205,13 +206,7 @@ class DevStack:
         return a
 
     async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait(self._tasks)
         if self.runner is not None:
             await self.runner.stop()
         if self.server is not None:

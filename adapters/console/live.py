@@ -32,6 +32,7 @@ from typing import Any
 import structlog
 
 from adapters.console.contract import all_ops, ensure_ops_stream
+from dispatch.aio import cancel_and_wait
 from dispatch.subjects import Subjects
 
 log = structlog.get_logger("console.live")
@@ -141,13 +142,7 @@ class Live:
         self._tasks.append(asyncio.create_task(self._run(), name="console-live"))
 
     async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait(self._tasks)
         self._tasks.clear()
         for c in list(self.clients):
             c.send_close = True  # type: ignore[attr-defined]
