@@ -27,20 +27,11 @@ from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from adapters.camera.detectors import iou
 from adapters.camera.types import Box, Detection, Track
 from dispatch.district import Objects, Zone
 
-__all__ = ["Tracker", "box_iou"]
-
-
-def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
-    ix = min(a[2], b[2]) - max(a[0], b[0])
-    iy = min(a[3], b[3]) - max(a[1], b[1])
-    if ix <= 0 or iy <= 0:
-        return 0.0
-    inter = ix * iy
-    ua = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / ua if ua > 0 else 0.0
+__all__ = ["Tracker"]
 
 
 def _erratic(history: Sequence[tuple[float, float, float, float]]) -> bool:
@@ -168,7 +159,7 @@ class Tracker:
                 ratio = bh / ph
                 if ratio < 0.5 or ratio > 2.0:
                     continue
-                ov = box_iou(p, b)
+                ov = iou(p, b)
                 dist = math.hypot((b[0] + b[2]) / 2 - pcx, (b[1] + b[3]) / 2 - pcy) / max(ph, bh)
                 if ov < 0.1 and dist > self.max_dist:
                     continue
