@@ -896,7 +896,8 @@ def _points(d: District) -> list[tuple[Loc, str, Point]]:
     return pts
 
 
-def _items(data: Mapping[str, Any], section: str) -> list[tuple[int, Mapping[str, Any]]]:
+def config_items(data: Mapping[str, Any], section: str) -> list[tuple[int, Mapping[str, Any]]]:
+    """The mappings of a list section of raw config data, with their indexes (anything else is skipped: the model reports it)."""
     seq = data.get(section)
     if not isinstance(seq, list):
         return []
@@ -926,7 +927,7 @@ def _reference_issues(data: Mapping[str, Any], line_of: Callable[[Loc], int | No
         ("units", "callsign", "callsign"),
     ):
         first: dict[Any, int] = {}
-        for i, item in _items(data, section):
+        for i, item in config_items(data, section):
             value = item.get(key)
             if not isinstance(value, str):
                 continue
@@ -936,14 +937,14 @@ def _reference_issues(data: Mapping[str, Any], line_of: Callable[[Loc], int | No
             else:
                 first[value] = i
 
-    communities = _items(data, "communities")
+    communities = config_items(data, "communities")
     ids = [c.get("id") for _, c in communities]
     if isinstance(data.get("communities"), list) and len(communities) == len(data["communities"]) and all(
         isinstance(x, str) for x in ids
     ):
         known = list(dict.fromkeys(x for x in ids if isinstance(x, str)))
         for section, key, what in (("cameras", "community", "camera"), ("units", "beat", "unit")):
-            for i, item in _items(data, section):
+            for i, item in config_items(data, section):
                 ref = item.get(key)
                 if isinstance(ref, str) and ref not in known:
                     who = item.get("id") if isinstance(item.get("id"), str) else f"{section}[{i}]"
@@ -1217,14 +1218,15 @@ def load_district(path: str | Path) -> District:
 
     if issues:
         issues.sort(key=lambda i: (i.line is None, i.line or 0))
-        raise ConfigError(_dedupe(issues))
+        raise ConfigError(dedupe_issues(issues))
     assert district is not None
     district._source = path.resolve()
     district._graph = graph
     return district
 
 
-def _dedupe(issues: list[ConfigIssue]) -> list[ConfigIssue]:
+def dedupe_issues(issues: list[ConfigIssue]) -> list[ConfigIssue]:
+    """The issues in order, each once."""
     seen: set[ConfigIssue] = set()
     out = []
     for i in issues:
@@ -1264,7 +1266,7 @@ def _raw_points(data: Mapping[str, Any]) -> list[tuple[Loc, str, Point]]:
 
     add(("center",), "the district centre", data.get("center"))
     for section, key, what in (("cameras", "position", "camera"), ("units", "home", "unit")):
-        for i, item in _items(data, section):
+        for i, item in config_items(data, section):
             who = item.get("id") if isinstance(item.get("id"), str) else f"{section}[{i}]"
             add((section, i, key), f"{what} {who!r}" + ("'s home" if section == "units" else ""), item.get(key))
     return out

@@ -35,7 +35,17 @@ from pydantic import (
     model_validator,
 )
 
-from dispatch.district import ConfigError, ConfigIssue, District, Rules, config_reason, load_district, read_yaml
+from dispatch.district import (
+    ConfigError,
+    ConfigIssue,
+    District,
+    Rules,
+    config_items,
+    config_reason,
+    dedupe_issues,
+    load_district,
+    read_yaml,
+)
 from dispatch.events import IncidentKind, Point
 from dispatch.subjects import check_token
 from simulators.units import Behaviour, Delay
@@ -370,8 +380,7 @@ def load_scenario(path: str | Path) -> Scenario:
             issue(line, field, reason)
 
     if issues:
-        seen: set[ConfigIssue] = set()
-        uniq = [i for i in issues if not (i in seen or seen.add(i))]
+        uniq = dedupe_issues(issues)
         own = sorted((i for i in uniq if i.file == fname), key=lambda i: (i.line is None, i.line or 0))
         raise ScenarioError(own + [i for i in uniq if i.file != fname])
     assert scenario is not None and district is not None
@@ -387,13 +396,6 @@ def check_scenario(path: str | Path) -> list[ConfigIssue]:
     except ConfigError as e:
         return e.issues
     return []
-
-
-def _items(data: Mapping[str, Any], key: str) -> list[tuple[int, Mapping[str, Any]]]:
-    seq = data.get(key)
-    if not isinstance(seq, list):
-        return []
-    return [(i, x) for i, x in enumerate(seq) if isinstance(x, Mapping)]
 
 
 def _cross_issues(data: Mapping[str, Any], d: District) -> list[tuple[Loc, str]]:
@@ -414,7 +416,7 @@ def _cross_issues(data: Mapping[str, Any], d: District) -> list[tuple[Loc, str]]
     kinds = [k.value for k in IncidentKind]
     rule_prio: dict[tuple[str, str], tuple[int, int]] = {}
     last = 0.0
-    for i, inc in _items(data, "incidents"):
+    for i, inc in config_items(data, "incidents"):
         at = inc.get("at")
         if isinstance(at, (int, float)) and not isinstance(at, bool):
             last = max(last, float(at))
@@ -449,7 +451,7 @@ def _cross_issues(data: Mapping[str, Any], d: District) -> list[tuple[Loc, str]]
                     p = None  # reported by the model
                 if p is not None and not d.contains(p.lat, p.lon):
                     out.append((("incidents", i, "place"), f"({p.lat:.6f}, {p.lon:.6f}) is outside district {d.name}"))
-    for i, f in _items(data, "failures"):
+    for i, f in config_items(data, "failures"):
         at = f.get("at")
         if isinstance(at, (int, float)) and not isinstance(at, bool):
             last = max(last, float(at))
