@@ -41,23 +41,24 @@ def _load_district(path: str) -> Any:
         raise SystemExit(2) from None
 
 
-def _client_urls(arg: str | None) -> list[str]:
-    """Where a client command should connect: --nats, $PATROLLINK_NATS, or the embedded server of `run`/`nats`."""
+def _client_urls(arg: str | None, prog: str = "patrollink", url_files: tuple[str, ...] = (URL_FILE,),
+                 unknown: str = "no NATS server known. Start one with `patrollink run` or `patrollink nats`, "
+                                "or pass --nats nats://HOST:4222 (or set PATROLLINK_NATS).") -> list[str]:
+    """Where a client command should connect: --nats, $PATROLLINK_NATS, or the embedded server whose URL
+    the first of `url_files` in the state folder names (`run`/`nats` write nats.url); else exit with `unknown`."""
     from dispatch.natsserver import resolve_nats_urls
 
     try:
         urls = resolve_nats_urls(arg)
     except ValueError as e:
-        raise SystemExit(f"patrollink: {e}") from None
+        raise SystemExit(f"{prog}: {e}") from None
     if urls:
         return urls
-    f = STATE_DIR / URL_FILE
-    if f.exists():
-        return [f.read_text().strip()]
-    raise SystemExit(
-        "patrollink: no NATS server known. Start one with `patrollink run` or `patrollink nats`, "
-        "or pass --nats nats://HOST:4222 (or set PATROLLINK_NATS)."
-    )
+    for name in url_files:
+        f = STATE_DIR / name
+        if f.exists():
+            return [f.read_text().strip()]
+    raise SystemExit(f"{prog}: {unknown}")
 
 
 async def _embedded_or(urls_arg: str | None, stack: AsyncExitStack, state_dir: Path) -> list[str]:

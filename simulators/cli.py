@@ -14,7 +14,6 @@ import asyncio
 import os
 import signal
 import sys
-from pathlib import Path
 from typing import Any
 
 USAGE = """\
@@ -173,29 +172,11 @@ def cmd_live(a: argparse.Namespace) -> int:
     return 0
 
 
-def _inject_urls(arg: str | None) -> list[str]:
-    from dispatch.natsserver import resolve_nats_urls
-
-    try:
-        urls = resolve_nats_urls(arg)
-    except ValueError as e:
-        raise SystemExit(f"patrollink drill inject: {e}") from None
-    if urls:
-        return urls
-    state = Path(os.environ.get("PATROLLINK_STATE", ".state"))
-    for name in ("drill.url", "nats.url"):  # a scripted drill's embedded server, then `patrollink run`'s
-        f = state / name
-        if f.exists():
-            return [f.read_text().strip()]
-    raise SystemExit("patrollink drill inject: no running drill known: give --nats URL (or start `patrollink run` "
-                     "or `patrollink drill SCENARIO`)")
-
-
 def cmd_inject(a: argparse.Namespace) -> int:
     import nats
     from pydantic import ValidationError
 
-    from dispatch.cli import _parse_at
+    from dispatch.cli import _client_urls, _parse_at
     from dispatch.events import DrillInject, DrillInjectResult, Point, describe_error, encode
     from dispatch.subjects import Subjects
 
@@ -211,7 +192,9 @@ def cmd_inject(a: argparse.Namespace) -> int:
         req = DrillInject(kind=a.kind, drill=a.drill, camera=a.camera, at=at, priority=a.priority, seconds=a.seconds)
     except ValidationError as e:
         raise SystemExit(f"patrollink drill inject: {describe_error(e)}") from None
-    urls = _inject_urls(a.nats)
+    # a scripted drill's embedded server (drill.url), then `patrollink run`'s (nats.url)
+    urls = _client_urls(a.nats, "patrollink drill inject", ("drill.url", "nats.url"),
+                        "no running drill known: give --nats URL (or start `patrollink run` or `patrollink drill SCENARIO`)")
 
     async def main() -> int:
         nc = await nats.connect(urls, connect_timeout=5)
