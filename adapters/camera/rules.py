@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -292,18 +292,9 @@ class RuleEngine:
         members = [tr for tr in people if tr.misses <= CROWD_MAX_MISSES and (not rule.zones or any(z in rule.zones for z in tr.zones))]
         if not self._crowd.step(t, len(members) >= rule.min_people) or len(members) < rule.min_people:
             return []
-        box = _union(tr.box for tr in members)
-        assert box is not None
-        score = sum(tr.score for tr in members) / len(members)
-        zones = tuple(dict.fromkeys(z for tr in members for z in tr.zones))
-        return [
-            Condition(
-                key=("crowd",), kind="crowd", priority=rule.priority, zones=zones, label="person", score=round(score, 4),
-                box=box, boxes=tuple(self._person(tr) for tr in members),
-                quality=(min(self._quality(tr.box, 1.0)[0] for tr in members), float(len(members)) * 1e6 + score),
-                detail={"people": len(members)},
-            )
-        ]
+        # the best view of a crowd is the most people, then the surest
+        return [self._group("crowd", rule.priority, members, lambda box, score: float(len(members)) * 1e6 + score,
+                            {"people": len(members)})]
 
     def _running_rule(self, t: float, people: Sequence[Track]) -> list[Condition]:
         rule = self.rules.running
@@ -386,18 +377,24 @@ class RuleEngine:
             group = [live[tr.id] for tr in self._fight_group if tr.id in live]
         if not on or len(group) < 2:
             return []
-        box = _union(tr.box for tr in group)
+        # the best view of a scuffle is the largest, surest picture of the group
+        return [self._group("fight", rule.priority, group, lambda box, score: float((box[2] - box[0]) * (box[3] - box[1])) * score,
+                            {"rule": "scuffle", "people": len(group), "tracks": [tr.id for tr in group]})]
+
+    def _group(self, kind: str, priority: int, members: Sequence[Track], rank: Callable[[Box, float], float],
+               detail: dict[str, Any]) -> Condition:
+        """One condition for a group of people (a crowd, a scuffle): their union box, mean score and zones;
+        its snapshot quality is the worst member's view, then `rank(box, score)`."""
+        box = _union(tr.box for tr in members)
         assert box is not None
-        score = sum(tr.score for tr in group) / len(group)
-        zones = tuple(dict.fromkeys(z for tr in group for z in tr.zones))
-        return [
-            Condition(
-                key=("fight",), kind="fight", priority=rule.priority, zones=zones, label="person", score=round(score, 4),
-                box=box, boxes=tuple(self._person(tr) for tr in group),
-                quality=(min(self._quality(tr.box, 1.0)[0] for tr in group), float((box[2] - box[0]) * (box[3] - box[1])) * score),
-                detail={"rule": "scuffle", "people": len(group), "tracks": [tr.id for tr in group]},
-            )
-        ]
+        score = sum(tr.score for tr in members) / len(members)
+        zones = tuple(dict.fromkeys(z for tr in members for z in tr.zones))
+        return Condition(
+            key=(kind,), kind=kind, priority=priority, zones=zones, label="person", score=round(score, 4),
+            box=box, boxes=tuple(self._person(tr) for tr in members),
+            quality=(min(self._quality(tr.box, 1.0)[0] for tr in members), rank(box, score)),
+            detail=detail,
+        )
 
     def _take_over(self, t: float, cx: float, cy: float, h: float) -> deque | None:
         """The path of a track that ended in the last 1.5 s within 0.8 body heights of where a new one
