@@ -345,10 +345,10 @@ def cmd_run(a: argparse.Namespace) -> int:
             app, rt = await _start_engine(a, urls, district)
             stack.push_async_callback(app.stop)
             # a never-ending drill: synthetic cameras watched by the real camera adapter, every unit simulated
-            cameras = len(district.cameras) if a.cameras is None else max(0, min(a.cameras, len(district.cameras)))
-            print(f"starting the live drill: {cameras} synthetic cameras, {len(district.units)} simulated units ...", flush=True)
-            live = LiveDrill(district, urls, prefix=a.prefix, seed=a.seed, cameras=cameras,
+            live = LiveDrill(district, urls, prefix=a.prefix, seed=a.seed, cameras=a.cameras,
                              incident_every_s=a.alert_every, state_dir=Path(a.state_dir) / "live")
+            print(f"starting the live drill: {len(live.rt.camera_ids)} synthetic cameras, {len(district.units)} simulated units ...",
+                  flush=True)
             stack.push_async_callback(live.stop)
             await live.start()
             from adapters.console.server import start_for_run

@@ -154,11 +154,10 @@ def cmd_live(a: argparse.Namespace) -> int:
             print(str(i), file=sys.stderr)
         return 2
     configure(level=a.log_level)
-    cameras = len(district.cameras) if a.cameras is None else max(0, min(a.cameras, len(district.cameras)))
 
     async def main() -> None:
         live = LiveDrill(district, urls, prefix=a.prefix or "", seed=1 if a.seed is None else a.seed,
-                         cameras=cameras, incident_every_s=a.every)
+                         cameras=a.cameras, incident_every_s=a.every)
         try:
             await live.start()
             print(f"live drill `{live.exercise}` on {', '.join(urls)}: {len(live.rt.camera_ids)} synthetic cameras, "

@@ -1025,15 +1025,17 @@ class LiveDrill:
         prefix: str = "",
         seed: int = 1,
         exercise: str | None = "live",
-        cameras: Sequence[str] | int = 4,
+        cameras: Sequence[str] | int | None = 4,
         incident_every_s: float = 180.0,
         camera_rules: dict[str, Any] | None = None,
         behaviour: Behaviour | None = None,
         state_dir: str | Path | None = None,
         camera_fps: float = 10.0,
     ) -> None:
+        if cameras is None:  # every camera of the district
+            cameras = len(district.cameras)
         if isinstance(cameras, int):
-            cameras = [c.id for c in district.cameras[:cameras]]
+            cameras = [c.id for c in district.cameras[:max(0, cameras)]]
         self.clock = SimClock(1.0)
         self.rng = random.Random(f"{seed}/live")
         self.incident_every_s = incident_every_s
@@ -1078,7 +1080,7 @@ class LiveDrill:
 
 
 async def run_live(district: Any, urls: Sequence[str], *, prefix: str = "", seed: int = 1, exercise: str | None = "live",
-                   cameras: Sequence[str] | int = 4, incident_every_s: float = 180.0, state_dir: str | Path | None = None,
+                   cameras: Sequence[str] | int | None = 4, incident_every_s: float = 180.0, state_dir: str | Path | None = None,
                    stop: asyncio.Event | None = None, started: Callable[[LiveDrill], None] | None = None) -> None:
     """`make run`: a never-ending drill at 1x on the engine already running on `urls` (it starts none).
 
