@@ -251,7 +251,12 @@ class CameraRunner:
         if not self.started:
             return
         self._stopping = True
-        # 1. workers: each ends its open events (pipeline.flush) and exits
+        # 1. workers: each ends its open events (pipeline.flush) and exits. All are asked first, so
+        # they wind down together; the blocking joins below run on the default pool's few threads
+        # and would otherwise stop the cameras a handful at a time.
+        for cam in self.cams.values():
+            if cam.worker is not None:
+                cam.worker.request_stop()
         await asyncio.gather(*(self._stop_worker(cam) for cam in self.cams.values()))
         # 2. whatever is still open (a worker that could not flush) is ended here
         for cam in self.cams.values():

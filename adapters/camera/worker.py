@@ -276,11 +276,15 @@ class CameraWorker:
     def control(self, request_id: str, changes: dict[str, Any]) -> bool:
         return self.send(("control", request_id, changes))
 
+    def request_stop(self) -> bool:
+        """Ask the child to end its events and exit, without waiting (see `stop`)."""
+        return self.send(("stop",))
+
     def stop(self, timeout: float = 5.0) -> int | None:
         """Ask the child to end its events and exit; SIGTERM, then SIGKILL, if it does not. Blocking."""
         if self.proc is None:
             return None
-        self.send(("stop",))
+        self.request_stop()  # a second request after `request_stop()` is harmless: the child reads only the first
         self.proc.join(timeout)
         if self.proc.exitcode is None:
             self.proc.terminate()
