@@ -678,7 +678,7 @@ class EngineShell:
     # ------------------------------------------------------------------ lifecycle
     async def load(self) -> None:
         """Rebuild state from the buckets, re-send what a crash may have cut off, then follow changes."""
-        it = self.store.watch().__aiter__()
+        it = self.store.watch(known=self._known_rev).__aiter__()
         n_units = n_incidents = 0
         while True:
             rec = await it.__anext__()
@@ -753,6 +753,13 @@ class EngineShell:
             raise
         except Exception:
             log.exception("bucket watch failed")
+
+    def _known_rev(self, kind: type, key: str) -> int:
+        """The revision held in memory (-1: none): the bucket watch drops changes at or below it
+        unparsed, as `_follow` would after parsing them."""
+        table = self.state.units if kind is UnitRec else self.state.incidents
+        cur = table.get(key)
+        return -1 if cur is None else cur.rev
 
     def _forget_deleted(self, d: Deleted) -> None:
         """An incident another replica created and then undid: drop it, and the alert ids its record
