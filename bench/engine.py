@@ -379,7 +379,9 @@ class Load:
             '"unit":"%s","reply":"cleared","reason":"bench"}'
             % (rid, datetime.now(timezone.utc).isoformat(), o["order_id"], o["incident_id"], o["unit"])
         )
-        await self.js.publish_async(self.s.reply(o["unit"]), body.encode(), headers={"Nats-Msg-Id": rid})
+        # into the RADIO stream like a terminal's reply (de-duplicated by id), without waiting for or
+        # handling the stream's acknowledgement: the engine reads it from the stream either way
+        await self.nc.publish(self.s.reply(o["unit"]), body.encode(), headers={"Nats-Msg-Id": rid})
         self.replies += 1
 
     async def _on_opened(self, m: Any) -> None:
