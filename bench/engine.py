@@ -436,9 +436,11 @@ class Load:
 
         # wait for an order (or a merge) for every alert of this step
         deadline = time.perf_counter() + drain_s
+        all_answered: float | None = None
         while time.perf_counter() < deadline:
             done = self._collect(ids)
             if done["waiting"] == 0:
+                all_answered = time.perf_counter()
                 break
             await asyncio.sleep(0.1)
         res = self._collect(ids)
@@ -453,6 +455,14 @@ class Load:
                 "seconds": round(sent_s, 2),
                 "alerts": n,
                 "publisher_lag_max_ms": round(lag_max * 1000, 1),
+                # from the first publish until every alert had its order or merge (seen within 0.1 s), and
+                # the engine's throughput that implies: alerts taken in, orders sent, decisions (alerts + replies)
+                "all_answered_s": None if all_answered is None else round(all_answered - t0, 1),
+                "throughput_per_s": None if all_answered is None else {
+                    "alerts": round(n / (all_answered - t0), 1),
+                    "orders": round(res["ordered"] / (all_answered - t0), 1),
+                    "decisions": round((n + res["ordered"]) / (all_answered - t0), 1),
+                },
                 "alert_to_order_ms": summary(lat, unanswered),
                 # CPU per alert (its decision and its unit's reply), whatever else the machine runs
                 "cpu_ms_per_alert": {k: round(1000 * v / n, 3) for k, v in cpu.items()},

@@ -323,10 +323,10 @@ class EngineShell:
                 for job in done:
                     if job.failed:
                         continue
-                    for c in job.messages:
-                        m = c.message
-                        if _loggable(m):
-                            with structlog.contextvars.bound_contextvars(**_ids(job.inp)):  # type: ignore[arg-type]
+                    logged = [c.message for c in job.messages if _loggable(c.message)]
+                    if logged:
+                        with structlog.contextvars.bound_contextvars(**_ids(job.inp)):  # type: ignore[arg-type]
+                            for m in logged:
                                 _log_publish(m)
         if fallback:
             self.fallbacks += 1
