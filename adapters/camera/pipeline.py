@@ -216,6 +216,7 @@ class Pipeline:
         self._rest = rest
         fresh: list[Box] = []
         sized: list[tuple[Box, float]] = []
+        hot_searched: list[Box] = []
         for r, c in zip(regions, cells):
             if known and _covered(r, known) >= 0.7:
                 if once_a_second:
@@ -223,8 +224,11 @@ class Pipeline:
                     hs = sorted(b[3] - b[1] for b in known if _overlap(b, r))
                     sized.append((r, float(hs[len(hs) // 2]))) if hs else fresh.append(r)
                 continue
-            if float(heat[c[1]:c[3], c[0]:c[2]].mean()) >= 0.5 and not once_a_second:
+            hot = float(heat[c[1]:c[3], c[0]:c[2]].mean()) >= 0.5
+            if hot and not once_a_second:
                 continue  # moves all the time: trees, flags; once a second
+            if hot:
+                hot_searched.append(r)
             bands = None
             if guided is not None and self.perspective is not None:
                 # people shorter than the detector's floor are never reported: no need to look for them
@@ -245,6 +249,13 @@ class Pipeline:
             detections = self.detector.detect(image, searched) if searched else []
         if fresh or guides or sized:
             self.detector_calls += 1
+        if hot_searched:
+            # an area that keeps "moving" where the detector found nobody and no track is near: a ghost
+            # of somebody who stood there when the background was learned (or a tree): into the background
+            near = [d.box for d in detections if d.label == "person"] + self.tracker.predicted_boxes(t)
+            empty = [r for r in hot_searched if not any(_overlap(r, b) for b in near)]
+            if empty:
+                self.motion.absorb(empty)
         return detections
 
     # ------------------------------------------------------------------ end of input, offline
