@@ -221,9 +221,14 @@ class Pipeline:
         for r, c in zip(regions, cells):
             if known and _covered(r, known) >= 0.7:
                 if once_a_second:
-                    # once a second: a person hidden in a group we track, at the group's size
-                    hs = sorted(b[3] - b[1] for b in known if _overlap(b, r))
-                    sized.append((r, float(hs[len(hs) // 2]))) if hs else fresh.append(r)
+                    # once a second: a person hidden in a group we track, at the group's size -- unless the
+                    # people in the blob fill it (a blob is about 1.2 person heights tall, its people wide)
+                    inside = [b for b in known if _overlap(b, r)]
+                    hs = sorted(b[3] - b[1] for b in inside)
+                    if not hs:
+                        fresh.append(r)
+                    elif not _explained(r, inside):
+                        sized.append((r, float(hs[len(hs) // 2])))
                 continue
             hot = float(heat[c[1]:c[3], c[0]:c[2]].mean()) >= 0.5
             if hot and not once_a_second:
@@ -396,6 +401,15 @@ def _covered(r: Box, boxes: list[Box]) -> float:
         if ix > 0 and iy > 0:
             inter += ix * iy
     return min(1.0, inter / area)
+
+
+def _explained(r: Box, people: list[Box]) -> bool:
+    """Do these people account for the whole motion blob `r`? Its height at most 1.3 of the tallest, its
+    width at most their widths together plus 0.3 of a person height (the dilated mask's margins: 95% of
+    the blobs of a person alone are within these)."""
+    h = max(b[3] - b[1] for b in people)
+    w = sum(b[2] - b[0] for b in people)
+    return (r[3] - r[1]) <= 1.3 * h and (r[2] - r[0]) <= w + 0.3 * h
 
 
 def _overlap(a: Box, b: Box) -> bool:
