@@ -97,6 +97,11 @@ class Pipeline:
         self._tick = 0
         self._rest: set[int] = set()
         self.cadence = cadence  # steady tracked people are searched every other frame
+        # a confirmed person alone in their motion blob is followed by the blob, and searched by the
+        # detector only every `carry_every` frames (or when the blob changes shape); 1: off
+        self.carry_every = 3 if cadence else 1
+        self._carried: dict[int, Box] = {}
+        self._blob_cal: dict[int, tuple[float, ...]] = {}  # id -> blob vs box, when last found
         # person size from where the feet are, learned from the people found (None: off)
         self.perspective: Perspective | None = Perspective(self.size[1]) if perspective else None
         if self.perspective is not None:
@@ -161,8 +166,11 @@ class Pipeline:
         if not suspect:
             detections = self._detect(image, regions, t)
         looks = [_look(image, d.box) if d.label == "person" else None for d in detections]
-        tracks = self.tracker.update(detections, t, self._rest, looks)
+        tracks = self.tracker.update(detections, t, self._rest, looks, self._carried)
         self._rest = set()
+        self._carried = {}
+        if self.carry_every > 1:
+            self._calibrate(regions)
         if self.perspective is not None:
             confirmed = {tr.id for tr in tracks if tr.confirmed}
             for tid, b in self.tracker.hit_ids():
@@ -211,6 +219,10 @@ class Pipeline:
         if guided is not None:
             rest = self.tracker.resting(self._tick) if self.cadence else set()
             people = self.tracker.predicted(t, "person")
+            if self.carry_every > 1:
+                carried = self._carry(regions, people)
+                rest |= set(carried)
+                self._carried = carried
             guides = [b for tid, b in people if tid not in rest]
             # around a person the detector just missed the blob is searched (the track lags)
             known = [b for tid, b in people if self.tracker.misses(tid) == 0]
@@ -263,6 +275,61 @@ class Pipeline:
             if empty:
                 self.motion.absorb(empty)
         return detections
+
+    def _alone_in(self, box: Box, regions: list[Box], others: list[Box]) -> Box | None:
+        """The one motion blob that overlaps `box` and no other tracked box (None: no such blob)."""
+        a = max(1.0, _area(box))
+        main = [r for r in regions if _inter(r, box) >= 0.6 * a]
+        if len(main) != 1 or any(r is not main[0] and _inter(r, box) > 0.15 * a for r in regions):
+            return None
+        if any(_overlap(main[0], o) for o in others):
+            return None
+        return main[0]
+
+    def _calibrate(self, regions: list[Box]) -> None:
+        """For each person the detector found in this frame alone in a motion blob: where the blob lies
+        against the box (the blob is the dilated mask: larger, and lower at the feet)."""
+        live = {tid: b for tid, b in self.tracker.predicted(self._last_t or 0.0)}
+        cal: dict[int, tuple[float, ...]] = {}
+        hit = dict(self.tracker.hit_ids())
+        for tid, b in hit.items():
+            r = self._alone_in(b, regions, [o for k, o in live.items() if k != tid])
+            if r is None:
+                continue
+            cal[tid] = ((r[0] + r[2]) / 2 - (b[0] + b[2]) / 2, r[3] - b[3], float(r[3] - r[1]), float(r[2] - r[0]),
+                        float(b[3] - b[1]), float(b[2] - b[0]))
+        # the others keep their last calibration until their blob changes shape (checked in _carry)
+        for tid in live:
+            if tid in cal:
+                self._blob_cal[tid] = cal[tid]
+            elif tid in hit:
+                self._blob_cal.pop(tid, None)
+        for tid in [k for k in self._blob_cal if k not in live]:
+            del self._blob_cal[tid]
+
+    def _carry(self, regions: list[Box], people: list[tuple[int, Box]]) -> dict[int, Box]:
+        """Steady confirmed people alone in a motion blob of the shape it had when the detector last found
+        them: their box follows the blob (centre and feet); the detector looks again every `carry_every`
+        frames, or at once when the blob splits, merges or changes size."""
+        steady = self.tracker.steady(self.carry_every - 1)
+        out: dict[int, Box] = {}
+        for tid, p in people:
+            cal = self._blob_cal.get(tid)
+            if cal is None or tid not in steady:
+                continue
+            r = self._alone_in(p, regions, [o for k, o in people if k != tid])
+            if r is None:
+                continue
+            dx, dy, bh, bw, h0, w0 = cal
+            h, w = r[3] - r[1], r[2] - r[0]
+            if not (0.85 <= h / bh <= 1.15 and 0.75 <= w / bw <= 1.33):
+                continue
+            # the person grows and shrinks with the blob (walking towards or away from the camera)
+            k = h / bh
+            cx, y2 = (r[0] + r[2]) / 2 - dx * k, r[3] - dy * k
+            ph, pw = h0 * k, w0 * k
+            out[tid] = (int(round(cx - pw / 2)), int(round(y2 - ph)), int(round(cx + pw / 2)), int(round(y2)))
+        return out
 
     # ------------------------------------------------------------------ end of input, offline
 
@@ -410,6 +477,15 @@ def _explained(r: Box, people: list[Box]) -> bool:
     h = max(b[3] - b[1] for b in people)
     w = sum(b[2] - b[0] for b in people)
     return (r[3] - r[1]) <= 1.3 * h and (r[2] - r[0]) <= w + 0.3 * h
+
+
+def _area(b: Box) -> float:
+    return max(0, b[2] - b[0]) * max(0, b[3] - b[1])
+
+
+def _inter(a: Box, b: Box) -> float:
+    ix, iy = min(a[2], b[2]) - max(a[0], b[0]), min(a[3], b[3]) - max(a[1], b[1])
+    return ix * iy if ix > 0 and iy > 0 else 0.0
 
 
 def _overlap(a: Box, b: Box) -> bool:

@@ -155,14 +155,29 @@ class Tracker:
             and not _erratic(s.history)
         }
 
+    def steady(self, max_rested: int) -> set[int]:
+        """Confirmed people seen in the last frame, with a history, not erratic, that the detector has
+        skipped fewer than `max_rested` frames in a row: the ones the pipeline may follow by their motion
+        blob instead (see `update`'s `carried`)."""
+        return {
+            s.id for s in self._tracks
+            if s.confirmed and s.misses == 0 and s.hits >= 4 and s.rested < max_rested
+            and s.labels.most_common(1)[0][0] == "person" and not _erratic(s.history)
+        }
+
     def update(
         self,
         detections: Sequence[Detection],
         t: float,
         rest: set[int] | frozenset[int] = frozenset(),
         looks: Sequence[tuple[float, ...] | None] | None = None,
+        carried: dict[int, Box] | None = None,
     ) -> list[Track]:
         """Match this frame's detections; tracks in `rest` were not looked for (see `resting`).
+
+        `carried` (optional): track id -> where its motion blob says the person is now, for tracks in
+        `rest` (the pipeline followed them by their blob instead of the detector). Such a track moves
+        there (and its velocity follows) instead of coasting; it counts as neither a hit nor a miss.
 
         `looks` (optional, one per detection): an appearance vector each (the pipeline gives the mean
         colours of the upper and the lower body, 0..1). Where people cross, the detector often finds only
@@ -206,7 +221,19 @@ class Tracker:
             self._hit(self._tracks[i], dets[j], t)
             self._learn_look(self._tracks[i], dets, dlooks, j)
         for i, s in enumerate(self._tracks):
-            if i not in used_t and s.id in rest:
+            if i not in used_t and carried and s.id in carried and s.id in rest:
+                b = [float(v) for v in carried[s.id]]
+                dt = t - s.box_t
+                if dt > 0:
+                    a = 0.5
+                    s.vx = (1 - a) * s.vx + a * ((b[0] + b[2]) - (s.box[0] + s.box[2])) / 2 / dt
+                    s.vy = (1 - a) * s.vy + a * ((b[1] + b[3]) - (s.box[1] + s.box[3])) / 2 / dt
+                s.box = b
+                s.box_t = t
+                s.last_t = t
+                s.rested += 1
+                self._zones(s)
+            elif i not in used_t and s.id in rest:
                 s.box = self._predict(s, t)
                 s.box_t = t
                 s.last_t = t  # not a miss: nobody looked

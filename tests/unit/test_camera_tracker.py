@@ -41,3 +41,21 @@ def test_without_looks_the_nearer_track_takes_it():
 def test_look_distance_is_the_largest_channel_difference():
     assert look_distance(RED, RED) == 0.0
     assert abs(look_distance(RED, BLUE) - 0.7) < 1e-9
+
+
+def test_a_carried_track_moves_to_its_blob_and_must_be_looked_at_again_in_time():
+    """The pipeline follows a steady confirmed person by their motion blob (`carried`) for at most
+    `max_rested` frames; the track moves there without a hit or a miss."""
+    tr = Tracker(Objects(), [], (640, 360))
+    for k in range(5):
+        tr.update([person(100 + 10 * k)], 0.2 * k)
+    (s,) = tr.active
+    assert s.confirmed and tr.steady(2) == {s.id}
+    tr.update([], 1.0, rest={s.id}, carried={s.id: (152, 101, 192, 201)})
+    (c,) = tr.active
+    assert c.box == (152, 101, 192, 201) and c.misses == 0
+    assert tr.steady(2) == {s.id}
+    tr.update([], 1.2, rest={s.id}, carried={s.id: (161, 101, 201, 201)})
+    assert tr.steady(2) == set(), "two frames without the detector: it must look again"
+    tr.update([person(170)], 1.4)
+    assert tr.steady(2) == {s.id}
