@@ -379,7 +379,9 @@ class Load:
             '"unit":"%s","reply":"cleared","reason":"bench"}'
             % (rid, datetime.now(timezone.utc).isoformat(), o["order_id"], o["incident_id"], o["unit"])
         )
-        await self.js.publish_async(self.s.reply(o["unit"]), body.encode(), headers={"Nats-Msg-Id": rid})
+        # into the RADIO stream like a terminal's reply (de-duplicated by id), without waiting for or
+        # handling the stream's acknowledgement: the engine reads it from the stream either way
+        await self.nc.publish(self.s.reply(o["unit"]), body.encode(), headers={"Nats-Msg-Id": rid})
         self.replies += 1
 
     async def _on_opened(self, m: Any) -> None:
@@ -434,9 +436,11 @@ class Load:
 
         # wait for an order (or a merge) for every alert of this step
         deadline = time.perf_counter() + drain_s
+        all_answered: float | None = None
         while time.perf_counter() < deadline:
             done = self._collect(ids)
             if done["waiting"] == 0:
+                all_answered = time.perf_counter()
                 break
             await asyncio.sleep(0.1)
         res = self._collect(ids)
@@ -451,6 +455,14 @@ class Load:
                 "seconds": round(sent_s, 2),
                 "alerts": n,
                 "publisher_lag_max_ms": round(lag_max * 1000, 1),
+                # from the first publish until every alert had its order or merge (seen within 0.1 s), and
+                # the engine's throughput that implies: alerts taken in, orders sent, decisions (alerts + replies)
+                "all_answered_s": None if all_answered is None else round(all_answered - t0, 1),
+                "throughput_per_s": None if all_answered is None else {
+                    "alerts": round(n / (all_answered - t0), 1),
+                    "orders": round(res["ordered"] / (all_answered - t0), 1),
+                    "decisions": round((n + res["ordered"]) / (all_answered - t0), 1),
+                },
                 "alert_to_order_ms": summary(lat, unanswered),
                 # CPU per alert (its decision and its unit's reply), whatever else the machine runs
                 "cpu_ms_per_alert": {k: round(1000 * v / n, 3) for k, v in cpu.items()},
@@ -480,8 +492,10 @@ class Engine:
     def __init__(self, district_file: Path, url: str, workdir: Path, log_level: str) -> None:
         self.err = workdir / "engine.stderr"
         self.out = workdir / "engine.stdout"
+        # BENCH_ENGINE_PROFILE=FILE: the engine runs under cProfile (stats written to FILE when it stops)
+        prof = os.environ.get("BENCH_ENGINE_PROFILE")
         self.cmd = [
-            sys.executable, "-m", "dispatch.cli", "engine", "--district", str(district_file), "--nats", url,
+            sys.executable, *(["-m", "cProfile", "-o", prof] if prof else []), "-m", "dispatch.cli", "engine", "--district", str(district_file), "--nats", url,
             "--prefix", PREFIX, "--name", "bench", "--state-dir", str(workdir / "engine-state"), "--log-level", log_level,
         ]
         self.proc: subprocess.Popen[bytes] | None = None
@@ -546,6 +560,8 @@ async def bench_engine(url: str, server_pid: int, workdir: Path, args: argparse.
     say(f"engine: district {district.name}, {len(district.units)} units, streets {graph!r}")
     engine = Engine(district_file, url, workdir, args.engine_log_level)
     await engine.start()
+    assert engine.proc is not None
+    say(f"engine pid {engine.proc.pid}")
     nc = await nats.connect(url, name="bench-load", pending_size=64 * 1024 * 1024)
     js = nc.jetstream(publish_async_max_pending=20000)
     out: dict[str, Any] = {"units": len(district.units), "engine_log_level": args.engine_log_level}
@@ -565,6 +581,9 @@ async def bench_engine(url: str, server_pid: int, workdir: Path, args: argparse.
         steps = []
         best = 0.0
         rates = STEP_RATES[: args.max_steps] if args.max_steps else STEP_RATES
+        if args.rates:
+            rates = tuple(float(x) for x in args.rates.split(","))
+        failed = False
         for rate in rates:
             r = await load.run(rate=rate, seconds=args.step_seconds, drain_s=args.drain_seconds)
             lat = r["alert_to_order_ms"]
@@ -581,13 +600,21 @@ async def bench_engine(url: str, server_pid: int, workdir: Path, args: argparse.
                 f"waiting {r['waiting']}, p50 {lat.get('p50')} ms, p99 {lat.get('p99')} ms -> {'ok' if ok else 'FAIL'}"
             )
             if not ok:
-                break
-            best = rate
+                failed = True
+                if not args.keep_going:
+                    break
+            elif not failed:
+                best = rate
             await asyncio.sleep(1.0)
         out["ramp"] = steps
         out["alerts_per_s_max"] = best
 
         # -- the sustained run
+        if args.duration <= 0:
+            out["sustained"] = {"alert_to_order_ms": {"n": 0}}
+            out["engine_deadletters"] = engine.deadletters()
+            out["replies_sent"] = load.replies
+            return out
         await asyncio.sleep(2.0)
         r = await load.run(rate=args.rate, seconds=args.duration, drain_s=args.sustained_drain_seconds)
         lat = r["alert_to_order_ms"]
@@ -614,7 +641,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"machine": machine()}
     result["machine"]["loadavg_start"] = [round(x, 2) for x in os.getloadavg()]
     say("machine:", json.dumps(result["machine"]))
-    choose_res = bench_choose(args.graph_nodes, args.choose_units, args.choose_queries, args.decide_alerts)
+    if args.no_choose:
+        choose_res = {"choose_ms": {"p50": None, "p99": None}}
+    else:
+        choose_res = bench_choose(args.graph_nodes, args.choose_units, args.choose_queries, args.decide_alerts)
     with tempfile.TemporaryDirectory(prefix="patrollink-bench-") as tmp:
         workdir = Path(tmp)
         server = EmbeddedNats(workdir / "nats", name="patrollink-bench")
@@ -645,7 +675,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "alert_to_order_p99_ms_max": round(5 * result["nats_rtt_p99_ms"], 3),
         "alert_to_order_p99": a2o is not None and a2o <= 5 * result["nats_rtt_p99_ms"],
         "choose_unit_p99_ms_max": 2.0,
-        "choose_unit_p99": result["choose_unit_p99_ms"] <= 2.0,
+        "choose_unit_p99": result["choose_unit_p99_ms"] is not None and result["choose_unit_p99_ms"] <= 2.0,
     }
     result["details"] = {
         "quick": args.quick,
@@ -664,18 +694,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=None, help="seconds of the sustained run (default 30, quick 3)")
     p.add_argument("--rate", type=float, default=None, help="alerts/s of the sustained run (default 1000, quick 200)")
     p.add_argument("--engine-log-level", default="info", help="the engine's --log-level (default info, as deployed)")
+    p.add_argument("--rates", default="", help="comma-separated rising-rate steps instead of the standard series")
+    p.add_argument("--keep-going", action="store_true", help="run every rising-rate step even after one failed")
+    p.add_argument("--no-choose", action="store_true", help="skip the in-process choose/decide measurement")
+    p.add_argument("--step-seconds", type=float, default=None, help="seconds per rising-rate step (default 8, quick 2)")
     a = p.parse_args(argv)
     if a.quick:
-        a.duration = a.duration or 3.0
+        a.duration = 3.0 if a.duration is None else a.duration
         a.rate = a.rate or 200.0
-        a.units, a.step_seconds, a.drain_seconds, a.max_steps = 300, 2.0, 20.0, 2
+        a.units, a.drain_seconds, a.max_steps = 300, 20.0, 2
+        a.step_seconds = a.step_seconds or 2.0
         a.sustained_drain_seconds = 30.0
         a.graph_nodes, a.choose_units, a.choose_queries, a.decide_alerts = 10_000, 1_000, 200, 50
         a.rtt_requests = 300
     else:
-        a.duration = a.duration or 30.0
+        a.duration = 30.0 if a.duration is None else a.duration
         a.rate = a.rate or 1000.0
-        a.units, a.step_seconds, a.drain_seconds, a.max_steps = 1000, 8.0, 60.0, 0
+        a.units, a.drain_seconds, a.max_steps = 1000, 60.0, 0
+        a.step_seconds = a.step_seconds or 8.0
         a.sustained_drain_seconds = 300.0
         a.graph_nodes, a.choose_units, a.choose_queries, a.decide_alerts = 100_000, 10_000, 2_000, 500
         a.rtt_requests = 5000

@@ -131,7 +131,8 @@ async def _start_engine(a: argparse.Namespace, urls: list[str], district: Any) -
 def cmd_engine(a: argparse.Namespace) -> int:
     from dispatch.logs import configure
 
-    configure(level=a.log_level)
+    # a line per incident event: structlog renders straight to stderr, not through stdlib logging
+    configure(level=a.log_level, direct=True)
     district = _load_district(a.district)
 
     async def main() -> None:

@@ -103,6 +103,7 @@ class EngineShell:
         self.max_batch = max(1, max_batch)
         self.position_flush_s = position_flush_s  # None: write every position report at once
         self._queue: deque[_Job] = deque()
+        self._replies: deque[_Job] = deque()  # units' replies: decided before the alerts queued with them
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -126,7 +127,10 @@ class EngineShell:
 
         `settle(True)` is awaited once the decision is stored (or the message refused to the dead
         letters): acknowledge it to JetStream; `settle(False)` when the decision failed: redeliver.
-        Messages are decided in the order they were submitted.
+        Messages are decided in the order they were submitted, except that units' replies go ahead
+        of everything else waiting (in their own order): a reply frees or moves a unit and is due
+        within an acknowledgement deadline, and under a backlog of alerts it would otherwise keep its
+        unit busy for as long as the backlog lasts.
         """
         if self._stopping:
             if settle is not None:  # not ours any more: the broker gives it to another replica, or to us again
@@ -134,8 +138,16 @@ class EngineShell:
                 self._confirming.add(task)  # type: ignore[arg-type]
                 task.add_done_callback(self._confirming.discard)  # type: ignore[arg-type]
             return
-        self._queue.append(_Job(subject, data, redelivered, settle))
+        job = _Job(subject, data, redelivered, settle)
+        if subject.endswith("reply") and self._is_reply(subject):
+            self._replies.append(job)
+        else:
+            self._queue.append(job)
         self._kick()
+
+    def _is_reply(self, subject: str) -> bool:
+        kind = self.subjects.strip(subject).split(".")
+        return kind[0] == "radio" and kind[-1] == "reply"
 
     def submit_input(self, inp: Input) -> None:
         """Queue an input the engine made itself (a position to apply again after a conflict)."""
@@ -152,19 +164,20 @@ class EngineShell:
 
     async def drained(self) -> None:
         """Until every queued message has been decided and settled."""
-        while self._queue or not self._idle.is_set():
+        while self._queue or self._replies or not self._idle.is_set():
             await self._idle.wait()
 
     async def _serve(self) -> None:
         """Take whatever has queued up, decide it as one batch, repeat."""
         while True:
-            if not self._queue:
+            if not self._queue and not self._replies:
                 self._idle.set()
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            n = min(len(self._queue), self.max_batch)
-            jobs = [self._queue.popleft() for _ in range(n)]
+            jobs = [self._replies.popleft() for _ in range(min(len(self._replies), self.max_batch))]
+            n = min(len(self._queue), self.max_batch - len(jobs))
+            jobs.extend(self._queue.popleft() for _ in range(n))
             try:
                 await self._run_batch(jobs)
             except asyncio.CancelledError:
@@ -310,10 +323,10 @@ class EngineShell:
                 for job in done:
                     if job.failed:
                         continue
-                    for c in job.messages:
-                        m = c.message
-                        if _loggable(m):
-                            with structlog.contextvars.bound_contextvars(**_ids(job.inp)):  # type: ignore[arg-type]
+                    logged = [c.message for c in job.messages if _loggable(c.message)]
+                    if logged:
+                        with structlog.contextvars.bound_contextvars(**_ids(job.inp)):  # type: ignore[arg-type]
+                            for m in logged:
                                 _log_publish(m)
         if fallback:
             self.fallbacks += 1
@@ -678,7 +691,7 @@ class EngineShell:
     # ------------------------------------------------------------------ lifecycle
     async def load(self) -> None:
         """Rebuild state from the buckets, re-send what a crash may have cut off, then follow changes."""
-        it = self.store.watch().__aiter__()
+        it = self.store.watch(known=self._known_rev).__aiter__()
         n_units = n_incidents = 0
         while True:
             rec = await it.__anext__()
@@ -754,6 +767,13 @@ class EngineShell:
         except Exception:
             log.exception("bucket watch failed")
 
+    def _known_rev(self, kind: type, key: str) -> int:
+        """The revision held in memory (-1: none): the bucket watch drops changes at or below it
+        unparsed, as `_follow` would after parsing them."""
+        table = self.state.units if kind is UnitRec else self.state.incidents
+        cur = table.get(key)
+        return -1 if cur is None else cur.rev
+
     def _forget_deleted(self, d: Deleted) -> None:
         """An incident another replica created and then undid: drop it, and the alert ids its record
         brought into `seen`, or their redelivery would be taken for a replay."""
@@ -792,7 +812,7 @@ class EngineShell:
         try:
             await asyncio.wait_for(self.drained(), drain_s)
         except TimeoutError:
-            log.warning("stopping with inputs still queued", queued=len(self._queue))
+            log.warning("stopping with inputs still queued", queued=len(self._queue) + len(self._replies))
         if self._worker is not None:
             self._worker.cancel()
             try:

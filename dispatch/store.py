@@ -19,6 +19,7 @@ from dispatch.core.records import IncidentRec, UnitRec
 from dispatch.subjects import Subjects
 
 Rec = UnitRec | IncidentRec
+Known = Callable[[type, str], int]
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,11 @@ class Store(Protocol):
     async def delete(self, kind: type[Rec], key: str, rev: int) -> None:
         """Remove the record if the bucket still holds revision rev (undoing a record just created)."""
 
-    def watch(self) -> AsyncIterator[Rec | Deleted | None]:
-        """Every record now stored, then None, then every later change (a deletion as `Deleted`)."""
+    def watch(self, known: Known | None = None) -> AsyncIterator[Rec | Deleted | None]:
+        """Every record now stored, then None, then every later change (a deletion as `Deleted`).
+
+        `known(kind, key)`: the revision the watcher holds already; a later change at or below it is
+        not worth reading (our own write coming back) and may be left out."""
 
 
 class Bus(Protocol):
@@ -112,7 +116,7 @@ class MemoryStore:
             return None
         return kind.model_validate_json(cur[1]).model_copy(update={"rev": cur[0]})
 
-    async def watch(self) -> AsyncIterator[Rec | Deleted | None]:
+    async def watch(self, known: Known | None = None) -> AsyncIterator[Rec | Deleted | None]:
         for (kind, key), (rev, body) in list(self.data.items()):
             cls = UnitRec if kind == "UnitRec" else IncidentRec
             yield cls.model_validate_json(body).model_copy(update={"rev": rev})
@@ -300,8 +304,11 @@ class KVStore:
             return None
         return kind.model_validate_json(entry.value).model_copy(update={"rev": entry.revision})
 
-    async def watch(self) -> AsyncIterator[Rec | Deleted | None]:
-        """Initial values of both buckets, then None, then changes of either (deletions as `Deleted`)."""
+    async def watch(self, known: Known | None = None) -> AsyncIterator[Rec | Deleted | None]:
+        """Initial values of both buckets, then None, then changes of either (deletions as `Deleted`).
+
+        With `known`, a change whose revision the caller holds already (our own writes coming back,
+        mostly) is dropped before it is parsed."""
         queue: asyncio.Queue[Rec | Deleted | None | BaseException] = asyncio.Queue()
         done = {"n": 0}
 
@@ -325,6 +332,8 @@ class KVStore:
                             queue.put_nowait(Deleted(cls, entry.key, entry.revision))
                         continue
                     if entry.value is None:
+                        continue
+                    if known is not None and not initial and known(cls, entry.key) >= entry.revision:
                         continue
                     queue.put_nowait(cls.model_validate_json(entry.value).model_copy(update={"rev": entry.revision}))
             except asyncio.CancelledError:

@@ -761,6 +761,17 @@ class StreetGraph:
             raise StreetGraphError(f"{self.source}: no node usable by {mode or 'any mode'}")
         return node, haversine_m(lat, lon, self._lat[node], self._lon[node])
 
+    def same_nodes_as(self, mode: str) -> str:
+        """The first mode (in MODES order) that may use exactly the nodes this mode may use: their
+        nearest-node answers are the same, so one can stand for the other."""
+        known: dict[str, str] = self.__dict__.setdefault("_same_nodes", {})
+        rep = known.get(mode)
+        if rep is None:
+            _check_mode(mode)
+            mine = self._usable[mode]
+            rep = known[mode] = next(m for m in MODES if self._usable[m] == mine)
+        return rep
+
     def search(self, mode: str, target: int) -> TravelSearch:
         """Lazy travel times from every node to target for the mode."""
         return TravelSearch(self, mode, target)

@@ -95,6 +95,7 @@ class MotionDetector:
         self.threshold = int(settings.threshold)
         self.sensitivity = float(settings.sensitivity)
         self._bg: np.ndarray | None = None
+        self._blur: np.ndarray | None = None  # the last frame, small, grey, blurred (for `absorb`)
         self._mog_started = False
         self._mog = None
         if model == "mog2":
@@ -125,6 +126,7 @@ class MotionDetector:
 
     def reset(self) -> None:
         self._bg = None
+        self._blur = None
         self._mog_started = False
         self._fg_prev = None
         if self._mog is not None:
@@ -143,6 +145,7 @@ class MotionDetector:
         grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
         tamper = self._tamper(grey)
         blur = cv2.GaussianBlur(grey, (5, 5), 0)
+        self._blur = blur
 
         if self.model == "mog2":
             return self._detect_mog2(blur, tamper)
@@ -165,6 +168,22 @@ class MotionDetector:
         cv2.accumulateWeighted(blur, self._bg, self.slow_alpha, mask=fg_d)
         boxes = self._boxes(fg_d)
         return MotionResult(boxes, changed, False, tamper, fg_d if self.keep_mask else None)
+
+    def absorb(self, boxes: Sequence[Box]) -> None:
+        """Take these areas (detect-frame pixels) into the background as they look in the last frame.
+
+        For ghosts: a place where something stood when the background was learned (the first frame,
+        or the global-change guard's reset) differs from the background after it has gone, and as a
+        "moving" area it would be learned 10x slower, for a minute. The pipeline calls this for
+        areas that have kept moving while the detector found nobody there and no track is near."""
+        if self._bg is None or self._blur is None or self.model != "average":
+            return
+        sh, sw = self._bg.shape[:2]
+        for x1, y1, x2, y2 in boxes:
+            a, b = max(0, int(x1 / self.fx)), max(0, int(y1 / self.fy))
+            c, d = min(sw, int(np.ceil(x2 / self.fx))), min(sh, int(np.ceil(y2 / self.fy)))
+            if c > a and d > b:
+                self._bg[b:d, a:c] = self._blur[b:d, a:c]
 
     def _detect_mog2(self, blur: np.ndarray, tamper: TamperSignals) -> MotionResult:
         assert self._mog is not None

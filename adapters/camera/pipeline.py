@@ -97,6 +97,11 @@ class Pipeline:
         self._tick = 0
         self._rest: set[int] = set()
         self.cadence = cadence  # steady tracked people are searched every other frame
+        # a confirmed person alone in their motion blob is followed by the blob, and searched by the
+        # detector only every `carry_every` frames (or when the blob changes shape); 1: off
+        self.carry_every = 3 if cadence else 1
+        self._carried: dict[int, Box] = {}
+        self._blob_cal: dict[int, tuple[float, ...]] = {}  # id -> blob vs box, when last found
         # person size from where the feet are, learned from the people found (None: off)
         self.perspective: Perspective | None = Perspective(self.size[1]) if perspective else None
         if self.perspective is not None:
@@ -160,8 +165,12 @@ class Pipeline:
         self._suspect = suspect
         if not suspect:
             detections = self._detect(image, regions, t)
-        tracks = self.tracker.update(detections, t, self._rest)
+        looks = [_look(image, d.box) if d.label == "person" else None for d in detections]
+        tracks = self.tracker.update(detections, t, self._rest, looks, self._carried)
         self._rest = set()
+        self._carried = {}
+        if self.carry_every > 1:
+            self._calibrate(regions)
         if self.perspective is not None:
             confirmed = {tr.id for tr in tracks if tr.confirmed}
             for tid, b in self.tracker.hit_ids():
@@ -210,21 +219,34 @@ class Pipeline:
         if guided is not None:
             rest = self.tracker.resting(self._tick) if self.cadence else set()
             people = self.tracker.predicted(t, "person")
+            if self.carry_every > 1:
+                carried = self._carry(regions, people)
+                rest |= set(carried)
+                self._carried = carried
             guides = [b for tid, b in people if tid not in rest]
             # around a person the detector just missed the blob is searched (the track lags)
             known = [b for tid, b in people if self.tracker.misses(tid) == 0]
         self._rest = rest
         fresh: list[Box] = []
         sized: list[tuple[Box, float]] = []
+        hot_searched: list[Box] = []
         for r, c in zip(regions, cells):
             if known and _covered(r, known) >= 0.7:
                 if once_a_second:
-                    # once a second: a person hidden in a group we track, at the group's size
-                    hs = sorted(b[3] - b[1] for b in known if _overlap(b, r))
-                    sized.append((r, float(hs[len(hs) // 2]))) if hs else fresh.append(r)
+                    # once a second: a person hidden in a group we track, at the group's size -- unless the
+                    # people in the blob fill it (a blob is about 1.2 person heights tall, its people wide)
+                    inside = [b for b in known if _overlap(b, r)]
+                    hs = sorted(b[3] - b[1] for b in inside)
+                    if not hs:
+                        fresh.append(r)
+                    elif not _explained(r, inside):
+                        sized.append((r, float(hs[len(hs) // 2])))
                 continue
-            if float(heat[c[1]:c[3], c[0]:c[2]].mean()) >= 0.5 and not once_a_second:
+            hot = float(heat[c[1]:c[3], c[0]:c[2]].mean()) >= 0.5
+            if hot and not once_a_second:
                 continue  # moves all the time: trees, flags; once a second
+            if hot:
+                hot_searched.append(r)
             bands = None
             if guided is not None and self.perspective is not None:
                 # people shorter than the detector's floor are never reported: no need to look for them
@@ -245,7 +267,69 @@ class Pipeline:
             detections = self.detector.detect(image, searched) if searched else []
         if fresh or guides or sized:
             self.detector_calls += 1
+        if hot_searched:
+            # an area that keeps "moving" where the detector found nobody and no track is near: a ghost
+            # of somebody who stood there when the background was learned (or a tree): into the background
+            near = [d.box for d in detections if d.label == "person"] + self.tracker.predicted_boxes(t)
+            empty = [r for r in hot_searched if not any(_overlap(r, b) for b in near)]
+            if empty:
+                self.motion.absorb(empty)
         return detections
+
+    def _alone_in(self, box: Box, regions: list[Box], others: list[Box]) -> Box | None:
+        """The one motion blob that overlaps `box` and no other tracked box (None: no such blob)."""
+        a = max(1.0, _area(box))
+        main = [r for r in regions if _inter(r, box) >= 0.6 * a]
+        if len(main) != 1 or any(r is not main[0] and _inter(r, box) > 0.15 * a for r in regions):
+            return None
+        if any(_overlap(main[0], o) for o in others):
+            return None
+        return main[0]
+
+    def _calibrate(self, regions: list[Box]) -> None:
+        """For each person the detector found in this frame alone in a motion blob: where the blob lies
+        against the box (the blob is the dilated mask: larger, and lower at the feet)."""
+        live = {tid: b for tid, b in self.tracker.predicted(self._last_t or 0.0)}
+        cal: dict[int, tuple[float, ...]] = {}
+        hit = dict(self.tracker.hit_ids())
+        for tid, b in hit.items():
+            r = self._alone_in(b, regions, [o for k, o in live.items() if k != tid])
+            if r is None:
+                continue
+            cal[tid] = ((r[0] + r[2]) / 2 - (b[0] + b[2]) / 2, r[3] - b[3], float(r[3] - r[1]), float(r[2] - r[0]),
+                        float(b[3] - b[1]), float(b[2] - b[0]))
+        # the others keep their last calibration until their blob changes shape (checked in _carry)
+        for tid in live:
+            if tid in cal:
+                self._blob_cal[tid] = cal[tid]
+            elif tid in hit:
+                self._blob_cal.pop(tid, None)
+        for tid in [k for k in self._blob_cal if k not in live]:
+            del self._blob_cal[tid]
+
+    def _carry(self, regions: list[Box], people: list[tuple[int, Box]]) -> dict[int, Box]:
+        """Steady confirmed people alone in a motion blob of the shape it had when the detector last found
+        them: their box follows the blob (centre and feet); the detector looks again every `carry_every`
+        frames, or at once when the blob splits, merges or changes size."""
+        steady = self.tracker.steady(self.carry_every - 1)
+        out: dict[int, Box] = {}
+        for tid, p in people:
+            cal = self._blob_cal.get(tid)
+            if cal is None or tid not in steady:
+                continue
+            r = self._alone_in(p, regions, [o for k, o in people if k != tid])
+            if r is None:
+                continue
+            dx, dy, bh, bw, h0, w0 = cal
+            h, w = r[3] - r[1], r[2] - r[0]
+            if not (0.85 <= h / bh <= 1.15 and 0.75 <= w / bw <= 1.33):
+                continue
+            # the person grows and shrinks with the blob (walking towards or away from the camera)
+            k = h / bh
+            cx, y2 = (r[0] + r[2]) / 2 - dx * k, r[3] - dy * k
+            ph, pw = h0 * k, w0 * k
+            out[tid] = (int(round(cx - pw / 2)), int(round(y2 - ph)), int(round(cx + pw / 2)), int(round(y2)))
+        return out
 
     # ------------------------------------------------------------------ end of input, offline
 
@@ -354,6 +438,25 @@ class Perspective:
         return out
 
 
+def _look(image: np.ndarray, box: Box) -> tuple[float, ...] | None:
+    """A person's appearance for the tracker: the mean colour (B, G, R, 0..1) of the middle of the upper
+    body and of the legs. Cheap, and enough to tell two people apart who cross."""
+    x1, y1, x2, y2 = box
+    w, h = x2 - x1, y2 - y1
+    if w < 6 or h < 16:
+        return None
+    H, W = image.shape[:2]
+    a, b = max(0, int(x1 + 0.3 * w)), min(W, int(x2 - 0.3 * w))
+    out: list[float] = []
+    for top, bottom in ((0.2, 0.48), (0.58, 0.85)):
+        r1, r2 = max(0, int(y1 + top * h)), min(H, int(y1 + bottom * h))
+        if r2 <= r1 or b <= a:
+            return None
+        m = cv2.mean(image[r1:r2, a:b])
+        out += [m[0] / 255.0, m[1] / 255.0, m[2] / 255.0]
+    return tuple(out)
+
+
 def _covered(r: Box, boxes: list[Box]) -> float:
     """Fraction of `r` inside the union of `boxes` grown by 30% (an upper bound: overlaps are counted once each)."""
     area = max(1, (r[2] - r[0]) * (r[3] - r[1]))
@@ -365,6 +468,24 @@ def _covered(r: Box, boxes: list[Box]) -> float:
         if ix > 0 and iy > 0:
             inter += ix * iy
     return min(1.0, inter / area)
+
+
+def _explained(r: Box, people: list[Box]) -> bool:
+    """Do these people account for the whole motion blob `r`? Its height at most 1.3 of the tallest, its
+    width at most their widths together plus 0.3 of a person height (the dilated mask's margins: 95% of
+    the blobs of a person alone are within these)."""
+    h = max(b[3] - b[1] for b in people)
+    w = sum(b[2] - b[0] for b in people)
+    return (r[3] - r[1]) <= 1.3 * h and (r[2] - r[0]) <= w + 0.3 * h
+
+
+def _area(b: Box) -> float:
+    return max(0, b[2] - b[0]) * max(0, b[3] - b[1])
+
+
+def _inter(a: Box, b: Box) -> float:
+    ix, iy = min(a[2], b[2]) - max(a[0], b[0]), min(a[3], b[3]) - max(a[1], b[1])
+    return ix * iy if ix > 0 and iy > 0 else 0.0
 
 
 def _overlap(a: Box, b: Box) -> bool:

@@ -31,7 +31,15 @@ from adapters.camera.detectors import iou
 from adapters.camera.types import Box, Detection, Track
 from dispatch.district import Objects, Zone
 
-__all__ = ["Tracker"]
+__all__ = ["Tracker", "look_distance"]
+
+LOOK_SETTLED = 3  # clear hits before a track's look is trusted
+LOOK_WEIGHT = 2.0  # matching cost per unit of look distance
+
+
+def look_distance(a: Sequence[float], b: Sequence[float]) -> float:
+    """Largest difference of two appearance vectors in any channel (0..1)."""
+    return max((abs(x - y) for x, y in zip(a, b)), default=0.0)
 
 
 def _erratic(history: Sequence[tuple[float, float, float, float]]) -> bool:
@@ -74,6 +82,8 @@ class _State:
     best_score: float = 0.0
     box_t: float = 0.0  # when `box` was last moved (a hit, or coasting)
     rested: int = 0  # frames in a row the detector skipped it (see `resting`)
+    look: tuple[float, ...] | None = None  # appearance (see `Tracker.update`'s looks), smoothed over clear hits
+    looks: int = 0  # clear hits that went into `look`
 
 
 class Tracker:
@@ -145,9 +155,40 @@ class Tracker:
             and not _erratic(s.history)
         }
 
-    def update(self, detections: Sequence[Detection], t: float, rest: set[int] | frozenset[int] = frozenset()) -> list[Track]:
-        """Match this frame's detections; tracks in `rest` were not looked for (see `resting`)."""
-        dets = [d for d in detections if d.score >= self.objects.min_score]
+    def steady(self, max_rested: int) -> set[int]:
+        """Confirmed people seen in the last frame, with a history, not erratic, that the detector has
+        skipped fewer than `max_rested` frames in a row: the ones the pipeline may follow by their motion
+        blob instead (see `update`'s `carried`)."""
+        return {
+            s.id for s in self._tracks
+            if s.confirmed and s.misses == 0 and s.hits >= 4 and s.rested < max_rested
+            and s.labels.most_common(1)[0][0] == "person" and not _erratic(s.history)
+        }
+
+    def update(
+        self,
+        detections: Sequence[Detection],
+        t: float,
+        rest: set[int] | frozenset[int] = frozenset(),
+        looks: Sequence[tuple[float, ...] | None] | None = None,
+        carried: dict[int, Box] | None = None,
+    ) -> list[Track]:
+        """Match this frame's detections; tracks in `rest` were not looked for (see `resting`).
+
+        `carried` (optional): track id -> where its motion blob says the person is now, for tracks in
+        `rest` (the pipeline followed them by their blob instead of the detector). Such a track moves
+        there (and its velocity follows) instead of coasting; it counts as neither a hit nor a miss.
+
+        `looks` (optional, one per detection): an appearance vector each (the pipeline gives the mean
+        colours of the upper and the lower body, 0..1). Where people cross, the detector often finds only
+        one of the two; position alone then hands that detection to whichever track is nearer (the one
+        it is not: the other coasts and falls behind), and the two swap identities. With looks, the cost
+        of a pair grows with how different they look once a track's appearance has settled, so the
+        detection goes to the track that looks like it and the other track coasts. Not a hard gate: the
+        colours in a box change when it is cut by the frame edge, a car or another person."""
+        keep = [i for i, d in enumerate(detections) if d.score >= self.objects.min_score]
+        dets = [detections[i] for i in keep]
+        dlooks = [looks[i] for i in keep] if looks is not None else [None] * len(dets)
         preds = [self._predict(s, t) for s in self._tracks]
         pairs: list[tuple[float, int, int]] = []
         for i, (s, p) in enumerate(zip(self._tracks, preds)):
@@ -164,7 +205,11 @@ class Tracker:
                 if ov < 0.1 and dist > self.max_dist:
                     continue
                 label_penalty = 0.0 if s.labels.most_common(1)[0][0] == d.label else 0.5
-                pairs.append(((1.0 - ov) + 0.5 * dist + label_penalty, i, j))
+                unlike = 0.0
+                lk = dlooks[j]
+                if s.look is not None and lk is not None and s.looks >= LOOK_SETTLED:
+                    unlike = look_distance(s.look, lk)
+                pairs.append(((1.0 - ov) + 0.5 * dist + label_penalty + LOOK_WEIGHT * unlike, i, j))
         pairs.sort()
         used_t: set[int] = set()
         used_d: set[int] = set()
@@ -174,8 +219,21 @@ class Tracker:
             used_t.add(i)
             used_d.add(j)
             self._hit(self._tracks[i], dets[j], t)
+            self._learn_look(self._tracks[i], dets, dlooks, j)
         for i, s in enumerate(self._tracks):
-            if i not in used_t and s.id in rest:
+            if i not in used_t and carried and s.id in carried and s.id in rest:
+                b = [float(v) for v in carried[s.id]]
+                dt = t - s.box_t
+                if dt > 0:
+                    a = 0.5
+                    s.vx = (1 - a) * s.vx + a * ((b[0] + b[2]) - (s.box[0] + s.box[2])) / 2 / dt
+                    s.vy = (1 - a) * s.vy + a * ((b[1] + b[3]) - (s.box[1] + s.box[3])) / 2 / dt
+                s.box = b
+                s.box_t = t
+                s.last_t = t
+                s.rested += 1
+                self._zones(s)
+            elif i not in used_t and s.id in rest:
                 s.box = self._predict(s, t)
                 s.box_t = t
                 s.last_t = t  # not a miss: nobody looked
@@ -211,6 +269,7 @@ class Tracker:
             s.labels[d.label] += 1
             s.history.append((t, (d.box[0] + d.box[2]) / 2, (d.box[1] + d.box[3]) / 2, max(1, d.box[3] - d.box[1])))
             self._next_id += 1
+            self._learn_look(s, dets, dlooks, j)
             self._confirm(s)
             self._zones(s)
             self._tracks.append(s)
@@ -252,6 +311,19 @@ class Tracker:
         self._speed(s, t)
         self._confirm(s)
         self._zones(s)
+
+    @staticmethod
+    def _learn_look(s: _State, dets: Sequence[Detection], looks: Sequence[tuple[float, ...] | None], j: int) -> None:
+        """Fold a detection's look into the track's, only when no other detection overlaps it (two people
+        overlapping mix their colours in both boxes)."""
+        lk = looks[j]
+        if lk is None or any(k != j and iou(dets[k].box, dets[j].box) > 0.0 for k in range(len(dets))):
+            return
+        if s.look is None:
+            s.look = tuple(lk)
+        else:
+            s.look = tuple(0.7 * a + 0.3 * b for a, b in zip(s.look, lk))
+        s.looks += 1
 
     def hit_ids(self) -> list[tuple[int, Box]]:
         """(id, box) of the person tracks a detection matched in the last update."""

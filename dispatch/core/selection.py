@@ -154,6 +154,7 @@ class Router:
         self._snaps: dict[str, tuple[float, float, int, float]] = {}
         self._searches: OrderedDict[tuple[str, int], Any] = OrderedDict()
         self._cache_size = cache_size
+        self._targets: dict[tuple[float, float, str], tuple[int, float]] = {}
 
     def vmax(self, mode: str) -> float:
         return self._vmax[mode]
@@ -166,6 +167,18 @@ class Router:
         node, d = self.graph.nearest_node(lat, lon, mode)
         self._snaps[key] = (lat, lon, node, d)
         return node, d
+
+    def target(self, lat: float, lon: float, mode: str) -> tuple[int, float]:
+        """Nearest usable street node to an incident place for a mode, and its distance (remembered for
+        the last few places: choosing asks once per mode, the route once more; modes that may use the
+        same nodes share the answer)."""
+        key = (lat, lon, self.graph.same_nodes_as(mode))
+        hit = self._targets.get(key)
+        if hit is None:
+            hit = self._targets[key] = self.graph.nearest_node(lat, lon, mode)
+            if len(self._targets) > 64:
+                del self._targets[next(iter(self._targets))]
+        return hit
 
     def search(self, mode: str, target: int) -> Any:
         key = (mode, target)
@@ -186,7 +199,7 @@ class Router:
         if self.graph is None:
             return ((unit.lat, unit.lon), (lat, lon))
         mode = str(unit.mode)
-        target, _ = self.graph.nearest_node(lat, lon, mode)
+        target, _ = self.target(lat, lon, mode)
         src, _ = self.snap(unit.id, unit.lat, unit.lon, mode)
         path = self.search(mode, target).path_from(src)
         if not path:
@@ -282,7 +295,7 @@ def choose(
             continue
         t = targets.get(mode)
         if t is None:
-            tnode, tsnap = graph.nearest_node(lat, lon, mode)
+            tnode, tsnap = router.target(lat, lon, mode)
             t = targets[mode] = (tnode, tsnap, router.search(mode, tnode))
         unode, usnap = router.snap(uid, u.lat, u.lon, mode)  # type: ignore[arg-type]
         legs = (usnap + t[1]) / speed

@@ -127,6 +127,22 @@ def test_a_person_standing_still_is_not_absorbed_within_seconds():
     assert m.boxes, "the background learns moving pixels 10x slower"
 
 
+def test_a_ghost_is_absorbed_when_asked_and_only_there():
+    """Somebody in the first frame leaves a ghost where they stood; `absorb` takes that area into the
+    background at once (the pipeline asks for areas that keep moving where the detector finds nobody)."""
+    md = MotionDetector(Motion(), (W, H))
+    bg = scene()
+    md.detect(with_person(bg, 200))  # the background is learned with a person in it
+    for _ in range(10):
+        m = md.detect(with_person(bg, 450))  # they are now elsewhere; the old place stays a ghost
+    ghost = [b for b in m.boxes if b[0] <= 200 <= b[2]]
+    assert ghost and any(b[0] <= 450 <= b[2] for b in m.boxes)
+    md.absorb(ghost)
+    m = md.detect(with_person(bg, 450))
+    assert not any(b[0] <= 200 <= b[2] for b in m.boxes)
+    assert any(b[0] <= 450 <= b[2] for b in m.boxes), "the person elsewhere is still moving"
+
+
 @pytest.mark.parametrize("model", ["average", "mog2"])
 def test_both_background_models_find_the_person(model):
     md = MotionDetector(Motion(), (W, H), model=model)
