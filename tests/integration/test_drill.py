@@ -117,14 +117,27 @@ async def _run_quiet(url: str, out: Path, inject: bool) -> Run:
 
     drill = Drill(sc, nats_urls=[url], prefix=prefix, out_dir=out, progress=False)
 
+    cam03_open: set[str] = set()
+    closed: set[str] = set()
+
+    async def follow(msg: Any) -> None:
+        e = IncidentEvent.model_validate_json(msg.data)
+        if e.camera == "cam03" and e.event.value == "opened":
+            cam03_open.add(e.incident_id)
+        elif e.event.value in ("resolved", "cancelled"):
+            closed.add(e.incident_id)
+
     async def trainer() -> None:  # `patrollink drill inject` speaks this request/reply
-        while not (drill.clock.started and drill.clock.now() > 150):  # after the timeline's last incident
+        # after the timeline's last incident, and once cam03's incident is closed: an intrusion injected
+        # at cam03 while that one is still open would rightly join it instead of opening its own
+        while not (drill.clock.started and drill.clock.now() > 150 and cam03_open and cam03_open <= closed):
             await asyncio.sleep(0.1)
         for req in (DrillInject(camera="cam09", kind="fight"), DrillInject(camera="cam03", kind="intrusion"),
                     DrillInject(at=Point(lat=30.2019437, lon=114.901259), kind="theft", priority=2)):
             m = await nc.request(s.drill_inject(), encode(req), timeout=5)
             replies.append(DrillInjectResult.model_validate_json(m.data).model_dump())
 
+    await nc.subscribe(s.all_incident_events, cb=follow)
     tasks = [asyncio.create_task(real_unit())] + ([asyncio.create_task(trainer())] if inject else [])
     try:
         report = await drill.run()
