@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -68,6 +69,7 @@ MAX_CONFLICT_RETRIES = 8
 MAX_BATCH = 200
 POSITION_FLUSH_S = 1.0
 RESEND_CLOSED_WITHIN_S = 600.0
+CLOSED_REVS_KEPT = 20_000
 
 
 def utc_clock() -> datetime:
@@ -99,7 +101,7 @@ class EngineShell:
         self.fallbacks = 0  # batches undone and decided input by input
         self.ready = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
-        self._confirming: set[asyncio.Task[None]] = set()
+        self._confirming: set[asyncio.Future[Any]] = set()  # acknowledgements and re-sends still pending
         self.max_batch = max(1, max_batch)
         self.position_flush_s = position_flush_s  # None: write every position report at once
         self._queue: deque[_Job] = deque()
@@ -109,6 +111,9 @@ class EngineShell:
         self._idle.set()
         self._worker: asyncio.Task[None] | None = None
         self._unflushed: dict[str, UnitPosition] = {}  # unit -> latest position held only in memory
+        # incident -> revision of the closing write this engine made: a closed incident leaves memory,
+        # and the bucket watch drops that write (and anything older for the key) instead of parsing it
+        self._closed: dict[str, int] = {}
         self._stopping = False
 
     # ------------------------------------------------------------------ inbound
@@ -406,6 +411,11 @@ class EngineShell:
 
     def _stored(self, rec: UnitRec | IncidentRec, rev: int) -> None:
         self.state.stored(rec, rev)
+        if isinstance(rec, IncidentRec) and not rec.is_open:
+            if len(self._closed) >= CLOSED_REVS_KEPT:
+                for k in list(self._closed)[: CLOSED_REVS_KEPT // 2]:  # the oldest half (insertion order)
+                    del self._closed[k]
+            self._closed[rec.id] = max(rev, self._closed.get(rec.id, 0))
         if self._unflushed and isinstance(rec, UnitRec):
             p = self._unflushed.get(rec.id)
             if p is not None and (rec.lat, rec.lon) == (p.lat, p.lon):
@@ -552,13 +562,34 @@ class EngineShell:
         return None
 
     def _confirm_later(self, sent: list[tuple[str, bytes, str, Any]]) -> None:
-        if sent:
-            # The broker's acknowledgements are awaited in the background: the decision is durable
-            # already (the incident's outbox holds these messages until the next decision), and the
-            # next input need not wait one more round trip.
-            task = asyncio.create_task(self._confirm(sent))
-            self._confirming.add(task)
-            task.add_done_callback(self._confirming.discard)
+        """The broker's acknowledgements are awaited in the background: the decision is durable
+        already (the incident's outbox holds these messages until the next decision), and the next
+        input need not wait one more round trip. Each acknowledgement is checked by a callback on its
+        future as it arrives; only a message the broker did not store gets a task, which sends it
+        again (a task per decision, woken by each acknowledgement, cost more than the check)."""
+        for item in sent:
+            fut = item[3]
+            if not isinstance(fut, asyncio.Future):  # another kind of awaitable: a task awaits it
+                self._resend_later(item)
+            elif fut.done():
+                self._acked(item, fut)
+            else:
+                self._confirming.add(fut)
+                fut.add_done_callback(functools.partial(self._acked, item))
+
+    def _acked(self, item: tuple[str, bytes, str, Any], fut: "asyncio.Future[Any]") -> None:
+        self._confirming.discard(fut)
+        if fut.cancelled():
+            failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            failed.set_exception(ConnectionError("the acknowledgement was cancelled"))
+            self._resend_later((*item[:3], failed))
+        elif fut.exception() is not None:
+            self._resend_later(item)
+
+    def _resend_later(self, item: tuple[str, bytes, str, Any]) -> None:
+        task = asyncio.create_task(self._confirm([item]))
+        self._confirming.add(task)
+        task.add_done_callback(self._confirming.discard)
 
     async def _confirm(self, sent: list[tuple[str, bytes, str, Any]]) -> None:
         """Wait until the broker stored each message; send again (same id, de-duplicated) if not."""
@@ -751,9 +782,7 @@ class EngineShell:
                     async with self.lock:
                         self._forget_deleted(rec)
                     continue
-                table = self.state.units if isinstance(rec, UnitRec) else self.state.incidents
-                cur = table.get(rec.id)
-                if cur is not None and cur.rev >= rec.rev:
+                if self._known_rev(type(rec), rec.id) >= rec.rev:
                     continue  # our own write coming back, or older
                 async with self.lock:
                     decide(self.state, Loaded(rec), self.clock())
@@ -770,8 +799,12 @@ class EngineShell:
     def _known_rev(self, kind: type, key: str) -> int:
         """The revision held in memory (-1: none): the bucket watch drops changes at or below it
         unparsed, as `_follow` would after parsing them."""
-        table = self.state.units if kind is UnitRec else self.state.incidents
-        cur = table.get(key)
+        if kind is UnitRec:
+            cur: UnitRec | IncidentRec | None = self.state.units.get(key)
+        else:
+            cur = self.state.incidents.get(key)
+            if cur is None:
+                return self._closed.get(key, -1)  # an incident we closed: its closing write or older
         return -1 if cur is None else cur.rev
 
     def _forget_deleted(self, d: Deleted) -> None:
@@ -824,8 +857,9 @@ class EngineShell:
             await self.flush_positions()
         except Exception:
             log.exception("could not store the last positions")
-        if self._confirming:
-            await asyncio.wait(list(self._confirming), timeout=5.0)
+        deadline = time.monotonic() + 5.0
+        while self._confirming and time.monotonic() < deadline:  # an acknowledgement refused: its re-send
+            await asyncio.wait(list(self._confirming), timeout=max(0.0, deadline - time.monotonic()))
         await cancel_and_wait(self._tasks)
         self._tasks.clear()
 

@@ -47,6 +47,28 @@ class _WriteRefused(Exception):
         self.err_code = err_code
 
 
+class _Burst:
+    """The answers to one burst of key-value writes: a revision or an error per write (None: none yet)."""
+
+    __slots__ = ("results", "left", "done")
+
+    def __init__(self, n: int, done: "asyncio.Future[None]") -> None:
+        self.results: list[int | BaseException | None] = [None] * n
+        self.left = n
+        self.done = done
+
+    def answer(self, i: int, res: int | BaseException) -> None:
+        if self.results[i] is None:
+            self.results[i] = res
+            self.left -= 1
+            if not self.left:
+                self.finish()
+
+    def finish(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+
 class Store(Protocol):
     async def save(self, rec: Rec) -> int:
         """Write rec if the bucket still holds revision rec.rev (0: must not exist); return the new revision."""
@@ -167,7 +189,7 @@ class KVStore:
         # and its own closing write is what corrects an older revision that arrives after it.
         self._mine: dict[str, set[int]] = {subjects.bucket_units: set(), subjects.bucket_incidents: set()}
         self._reply_prefix: str | None = None
-        self._waiting: dict[str, asyncio.Future[int]] = {}
+        self._waiting: dict[str, tuple[_Burst, int]] = {}  # reply token -> its burst of writes and place in it
         self._token = 0
 
     async def open(self) -> "KVStore":
@@ -206,49 +228,54 @@ class KVStore:
     async def save_many(self, recs: list[Rec]) -> list[int | BaseException]:
         """Publish every write at once, each with the revision it expects (JetStream's
         expected-last-subject-sequence header, as the key-value update does), then collect the answers
-        on one reply subscription: one burst of writes instead of a request/response per record."""
+        on one reply subscription: one burst of writes instead of a request/response per record.
+        The answers fill one list; the last one (or the timeout) wakes the caller once."""
         if not recs:
             return []
         prefix = await self._reply_inbox()
         nc = self.js._nc
         loop = asyncio.get_running_loop()
-        futs: list[asyncio.Future[int]] = []
+        burst = _Burst(len(recs), loop.create_future())
         tokens: list[str] = []
-        for rec in recs:
-            self._token += 1
-            token = str(self._token)
-            fut: asyncio.Future[int] = loop.create_future()
-            self._waiting[token] = fut
-            futs.append(fut)
-            tokens.append(token)
-            await nc.publish(
-                f"{self._bucket(rec)._pre}{rec.id}", rec.dump(), reply=prefix + token,
-                headers={"Nats-Expected-Last-Subject-Sequence": str(rec.rev)},
-            )
-        _, pending = await asyncio.wait(futs, timeout=self.timeout_s)
-        for token, f in zip(tokens, futs):
-            if f in pending:
+        try:
+            for i, rec in enumerate(recs):
+                self._token += 1
+                token = str(self._token)
+                self._waiting[token] = (burst, i)
+                tokens.append(token)
+                await nc.publish(
+                    f"{self._bucket(rec)._pre}{rec.id}", rec.dump(), reply=prefix + token,
+                    headers={"Nats-Expected-Last-Subject-Sequence": str(rec.rev)},
+                )
+        except BaseException:
+            for token in tokens:
                 self._waiting.pop(token, None)
-                f.cancel()
+            raise
+        if burst.left:
+            timer = loop.call_later(self.timeout_s, burst.finish)
+            try:
+                await burst.done
+            finally:
+                timer.cancel()
+                if burst.left:
+                    for token in tokens:
+                        self._waiting.pop(token, None)
         out: list[int | BaseException] = []
-        for rec, fut in zip(recs, futs):
+        for rec, res in zip(recs, burst.results):
             kv = self._bucket(rec)
-            if fut.cancelled():
+            if res is None:
                 out.append(TimeoutError(f"no answer storing {type(rec).__name__} {rec.id} within {self.timeout_s} s"))
-                continue
-            err = fut.exception()
-            if err is None:
-                seq = fut.result()
+            elif isinstance(res, int):
                 if kv is self.units:
-                    self._note_mine(kv._name, seq)
-                out.append(seq)
-            elif isinstance(err, _WriteRefused) and err.err_code in (10071, 10164):  # wrong last sequence
+                    self._note_mine(kv._name, res)
+                out.append(res)
+            elif isinstance(res, _WriteRefused) and res.err_code in (10071, 10164):  # wrong last sequence
                 if rec.rev == 0:
                     out.append(await self._create(rec))  # maybe a key deleted before: the bucket's own way
                 else:
                     out.append(Conflict(rec))
             else:
-                out.append(err)
+                out.append(res)
         return out
 
     async def _reply_inbox(self) -> str:
@@ -261,22 +288,23 @@ class KVStore:
 
     async def _on_reply(self, msg: Any) -> None:
         assert self._reply_prefix is not None
-        fut = self._waiting.pop(msg.subject[len(self._reply_prefix):], None)
-        if fut is None or fut.done():
+        waiting = self._waiting.pop(msg.subject[len(self._reply_prefix):], None)
+        if waiting is None:
             return
+        burst, i = waiting
         try:
             resp = json.loads(msg.data)
         except ValueError:
             status = (msg.headers or {}).get("Status", "")
-            fut.set_exception(_WriteRefused(None, f"no stream answered (status {status or 'none'})"))
+            burst.answer(i, _WriteRefused(None, f"no stream answered (status {status or 'none'})"))
             return
         err = resp.get("error") if isinstance(resp, dict) else None
         if err:
-            fut.set_exception(_WriteRefused(err.get("err_code"), str(err.get("description", err))))
+            burst.answer(i, _WriteRefused(err.get("err_code"), str(err.get("description", err))))
         elif isinstance(resp, dict) and "seq" in resp:
-            fut.set_result(int(resp["seq"]))
+            burst.answer(i, int(resp["seq"]))
         else:
-            fut.set_exception(_WriteRefused(None, f"unexpected answer {msg.data[:200]!r}"))
+            burst.answer(i, _WriteRefused(None, f"unexpected answer {msg.data[:200]!r}"))
 
     async def _create(self, rec: Rec) -> int | BaseException:
         kv = self._bucket(rec)
@@ -317,6 +345,7 @@ class KVStore:
             initial = True
             try:
                 watcher = await kv.watchall()
+                _drop_known_early(watcher, kv, cls, mine, known)
                 async for entry in watcher:
                     if entry is None:
                         initial = False
@@ -351,6 +380,47 @@ class KVStore:
         finally:
             for t in tasks:
                 t.cancel()
+
+
+def _stream_seq(reply: str) -> int:
+    """The stream sequence (the key-value revision) in a JetStream delivery's reply subject:
+    `$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>...`, or with a domain and account hash
+    after `ACK` (12 tokens)."""
+    t = reply.split(".")
+    return int(t[5] if len(t) == 9 else t[7])
+
+
+def _drop_known_early(watcher: Any, kv: Any, cls: type[Rec], mine: set[int], known: Known | None) -> None:
+    """Drop our own writes coming back through the bucket watch as soon as nats-py hands them to the
+    watch's subscription: before it builds an entry (reply subject parsed into metadata, headers
+    read), queues it, and wakes the task reading the watcher. Four of these per alert (the unit and
+    the incident, written by the alert and by the unit's reply), each a task wake-up and some Python.
+
+    Only after the initial values (the watcher's marker is then sent). What is dropped here is what
+    `pump` below would drop: a unit revision this store wrote, or a change at or below the revision
+    the engine holds. nats-py's ordered-consumer bookkeeping (sequence checks, resets) has run by then
+    in its read loop, and keeps running: only the callback is wrapped."""
+    sub = getattr(watcher, "_sub", None)
+    inner = getattr(sub, "_cb", None)
+    pre = getattr(kv, "_pre", None)
+    if inner is None or pre is None or not hasattr(watcher, "_init_done"):
+        return  # another nats-py: leave it as it is, `pump` filters the same changes later
+
+    async def early(msg: Any) -> None:
+        if watcher._init_done and msg.reply:
+            try:
+                rev = _stream_seq(msg.reply)
+            except (ValueError, IndexError):
+                rev = -1
+            if rev > 0:
+                if rev in mine:
+                    mine.discard(rev)
+                    return
+                if known is not None and known(cls, msg.subject[len(pre):]) >= rev:
+                    return
+        await inner(msg)
+
+    sub._cb = early
 
 
 class JetStreamBus:

@@ -527,3 +527,24 @@ async def test_a_message_arriving_while_the_engine_stops_is_handed_back_to_the_b
 
     assert settled == [False]  # not acknowledged: redelivered to a replica that runs
     assert orders == []
+
+
+async def test_an_older_revision_of_an_incident_this_engine_closed_does_not_bring_it_back():
+    # A closed incident leaves memory; the engine remembers the revision of its closing write, so the
+    # bucket watch can drop that write coming back, and an older revision arriving late (another
+    # replica's write the watch had not delivered yet) is not taken for an open incident.
+    async with engine() as e:
+        await e.position("b1", NORTH, 114.892)
+        await e.alert()
+        order = await e.next_order()
+        opened = await e.store.get(IncidentRec, order.incident_id)
+        await e.reply(order, ReplyKind.cleared)
+        await e.next_event("resolved")
+        closed = await e.store.get(IncidentRec, order.incident_id)
+        assert opened is not None and closed is not None and not closed.is_open
+        assert order.incident_id not in e.shell.state.incidents
+        assert e.shell._known_rev(IncidentRec, order.incident_id) == closed.rev
+        e.store._changes.put_nowait(opened)  # the open record, at its older revision, through the watch
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert order.incident_id not in e.shell.state.incidents
