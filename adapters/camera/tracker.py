@@ -35,6 +35,10 @@ __all__ = ["Tracker", "look_distance"]
 
 LOOK_SETTLED = 3  # clear hits before a track's look is trusted
 LOOK_WEIGHT = 2.0  # matching cost per unit of look distance
+# A settled track's detection this far (body heights) from where its velocity put it has most likely
+# been taken by somebody else (two people crossing, HOG finding only one): speed is not measured
+# across such a jump, or the jump itself reads as a sprint (a false `running` alert).
+JUMP_BH = 0.6
 
 
 def look_distance(a: Sequence[float], b: Sequence[float]) -> float:
@@ -84,6 +88,7 @@ class _State:
     rested: int = 0  # frames in a row the detector skipped it (see `resting`)
     look: tuple[float, ...] | None = None  # appearance (see `Tracker.update`'s looks), smoothed over clear hits
     looks: int = 0  # clear hits that went into `look`
+    speed_from: float = float("-inf")  # speed is measured over matched points from this time on (see JUMP_BH)
 
 
 class Tracker:
@@ -280,6 +285,10 @@ class Tracker:
         b = d.box
         cx, cy = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
         h = max(1, b[3] - b[1])
+        if s.hits >= 3:
+            p = self._predict(s, t)
+            if math.hypot(cx - (p[0] + p[2]) / 2, cy - (p[1] + p[3]) / 2) / max(h, p[3] - p[1], 1.0) > JUMP_BH:
+                s.speed_from = t
         dt = t - s.last_t
         if dt > 0:
             ocx, ocy = (s.box[0] + s.box[2]) / 2, (s.box[1] + s.box[3]) / 2
@@ -334,9 +343,9 @@ class Tracker:
         ]
 
     def _speed(self, s: _State, t: float) -> None:
-        hist = list(s.history)
-        if len(hist) < 2:
-            return
+        hist = [p for p in s.history if p[0] >= s.speed_from]
+        if len(hist) < 2 or (s.speed_from > float("-inf") and t - hist[0][0] < self.speed_window / 2):
+            return  # since a jump: keep the last speed until there is a window's worth to measure again
         # the oldest matched point at least speed_window old (or the oldest we have)
         ref = hist[0]
         for p in reversed(hist[:-1]):

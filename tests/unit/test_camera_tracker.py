@@ -59,3 +59,27 @@ def test_a_carried_track_moves_to_its_blob_and_must_be_looked_at_again_in_time()
     assert tr.steady(2) == set(), "two frames without the detector: it must look again"
     tr.update([person(170)], 1.4)
     assert tr.steady(2) == {s.id}
+
+
+def test_a_track_that_jumps_onto_somebody_else_is_not_measured_as_a_sprint():
+    """A walker at 0.25 body heights/s whose detection lands 0.8 body heights off (the detector found the
+    person crossing next to them instead): speed is not measured across the jump, so no `running`."""
+    tr = Tracker(Objects(), [], (640, 360))
+    for k in range(6):
+        tr.update([person(100 + 5 * k)], 0.2 * k)
+    (s,) = tr.active
+    walking = s.speed
+    assert 0.1 < walking < 0.5
+    tr.update([person(215)], 1.2)  # 80 px = 0.8 body heights off where the walker should be
+    (j,) = tr.active
+    assert j.id == s.id and j.misses == 0, "the same track took it"
+    assert j.speed < 0.5, j.speed
+
+
+def test_a_runner_keeps_its_speed_without_counting_as_a_jump():
+    """A runner at 2.5 body heights/s (50 px a frame at 5 fps) is followed by its velocity: measured fast."""
+    tr = Tracker(Objects(), [], (640, 360))
+    for k in range(8):
+        tr.update([person(50 + 50 * k)], 0.2 * k)
+    (s,) = tr.active
+    assert s.speed > 2.0, s.speed
