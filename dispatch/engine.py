@@ -371,16 +371,9 @@ class EngineShell:
         group = {k: root(i) for k, i in owner.items()}
         bad: set[int] = set()
         written: list[tuple[tuple[str, str], UnitRec | IncidentRec, int]] = []
-        # as in _persist: unit claims, then incident updates, then the incidents opened, per group
-        phases = (
-            [k for k in saves if k[0] == "u"],
-            [k for k, r in saves.items() if k[0] == "i" and r.rev != 0],
-            [k for k, r in saves.items() if k[0] == "i" and r.rev == 0],
-        )
-        for phase in phases:
-            keys = [k for k in phase if group[k] not in bad]
-            if not keys:
-                continue
+        # in the order of _persist (`_phase`), per group
+        for phase in range(PHASES):
+            keys = [k for k, r in saves.items() if _phase(r) == phase and group[k] not in bad]
             if not keys:
                 continue
             results = await self.store.save_many([saves[k] for k in keys])
@@ -622,8 +615,6 @@ class EngineShell:
             # Incidents the decision opens come last, once nothing else can fail: the other replica sees a
             # new incident at once and may join an alert to it before it could be deleted again.
             for group in _phases(saves):
-                if not group:
-                    continue
                 results = await self.store.save_many(group)
                 failed: BaseException | None = None
                 for rec, res in zip(group, results):
@@ -882,13 +873,20 @@ class _Job:
     settled: bool = False
 
 
+PHASES = 3
+
+
+def _phase(rec: UnitRec | IncidentRec) -> int:
+    """When a record is written among a decision's (or a batch's): 0 units, 1 incidents that exist,
+    2 new incidents."""
+    if isinstance(rec, UnitRec):
+        return 0
+    return 1 if rec.rev != 0 else 2
+
+
 def _phases(saves: list[UnitRec | IncidentRec]) -> list[list[UnitRec | IncidentRec]]:
-    """A decision's records in the order they are written: units, incidents that exist, new incidents."""
-    out = [
-        [r for r in saves if isinstance(r, UnitRec)],
-        [r for r in saves if isinstance(r, IncidentRec) and r.rev != 0],
-        [r for r in saves if isinstance(r, IncidentRec) and r.rev == 0],
-    ]
+    """A decision's records in the order they are written (`_phase`), empty phases left out."""
+    out = [[r for r in saves if _phase(r) == phase] for phase in range(PHASES)]
     return [g for g in out if g]
 
 
