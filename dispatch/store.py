@@ -353,16 +353,13 @@ class KVStore:
                         if done["n"] == 2:
                             queue.put_nowait(None)
                         continue
-                    if not initial and mine and entry.revision in mine:
-                        mine.discard(entry.revision)  # our own write coming back
+                    if not initial and _already_held(entry.revision, entry.key, cls, mine, known):
                         continue
                     if entry.operation is not None:  # delete or purge
                         if done["n"] == 2:  # a change after the initial values: replicas must forget it
                             queue.put_nowait(Deleted(cls, entry.key, entry.revision))
                         continue
                     if entry.value is None:
-                        continue
-                    if known is not None and not initial and known(cls, entry.key) >= entry.revision:
                         continue
                     queue.put_nowait(cls.model_validate_json(entry.value).model_copy(update={"rev": entry.revision}))
             except asyncio.CancelledError:
@@ -390,6 +387,15 @@ def _stream_seq(reply: str) -> int:
     return int(t[5] if len(t) == 9 else t[7])
 
 
+def _already_held(rev: int, key: str, cls: type[Rec], mine: set[int], known: Known | None) -> bool:
+    """A change the watcher need not pass on: a unit revision this store wrote (forgotten once it has
+    come back), or one at or below the revision the caller holds for the key."""
+    if rev in mine:
+        mine.discard(rev)
+        return True
+    return known is not None and known(cls, key) >= rev
+
+
 def _drop_known_early(watcher: Any, kv: Any, cls: type[Rec], mine: set[int], known: Known | None) -> None:
     """Drop our own writes coming back through the bucket watch as soon as nats-py hands them to the
     watch's subscription: before it builds an entry (reply subject parsed into metadata, headers
@@ -397,9 +403,8 @@ def _drop_known_early(watcher: Any, kv: Any, cls: type[Rec], mine: set[int], kno
     the incident, written by the alert and by the unit's reply), each a task wake-up and some Python.
 
     Only after the initial values (the watcher's marker is then sent). What is dropped here is what
-    `pump` below would drop: a unit revision this store wrote, or a change at or below the revision
-    the engine holds. nats-py's ordered-consumer bookkeeping (sequence checks, resets) has run by then
-    in its read loop, and keeps running: only the callback is wrapped."""
+    `pump` would drop (`_already_held`). nats-py's ordered-consumer bookkeeping (sequence checks,
+    resets) has run by then in its read loop, and keeps running: only the callback is wrapped."""
     sub = getattr(watcher, "_sub", None)
     inner = getattr(sub, "_cb", None)
     pre = getattr(kv, "_pre", None)
@@ -412,12 +417,8 @@ def _drop_known_early(watcher: Any, kv: Any, cls: type[Rec], mine: set[int], kno
                 rev = _stream_seq(msg.reply)
             except (ValueError, IndexError):
                 rev = -1
-            if rev > 0:
-                if rev in mine:
-                    mine.discard(rev)
-                    return
-                if known is not None and known(cls, msg.subject[len(pre):]) >= rev:
-                    return
+            if rev > 0 and _already_held(rev, msg.subject[len(pre):], cls, mine, known):
+                return
         await inner(msg)
 
     sub._cb = early
