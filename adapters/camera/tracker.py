@@ -46,6 +46,20 @@ def look_distance(a: Sequence[float], b: Sequence[float]) -> float:
     return max((abs(x - y) for x, y in zip(a, b)), default=0.0)
 
 
+def _settled(s: "_State") -> bool:
+    """Confirmed, seen in the last frame, with a history, not turning back and forth: a track whose
+    velocity can be trusted for a frame or two without the detector."""
+    return s.confirmed and s.misses == 0 and s.hits >= 4 and not _erratic(s.history)
+
+
+def _steer(s: "_State", cx: float, cy: float, dt: float) -> None:
+    """Fold the move of the box centre from `s.box` to (cx, cy) over dt seconds into the velocity (EMA)."""
+    if dt > 0:
+        a = 0.5
+        s.vx = (1 - a) * s.vx + a * (cx - (s.box[0] + s.box[2]) / 2) / dt
+        s.vy = (1 - a) * s.vy + a * (cy - (s.box[1] + s.box[3]) / 2) / dt
+
+
 def _erratic(history: Sequence[tuple[float, float, float, float]]) -> bool:
     """Did the last few matched positions turn back (a scuffle, a person dodging)? Those are not left to coast."""
     h = list(history)[-4:]
@@ -154,11 +168,7 @@ class Tracker:
     def resting(self, tick: int) -> set[int]:
         """Tracks the detector may skip this frame: confirmed, steady (seen in the last frame, with
         a history), on alternate frames. They coast on their velocity without counting a miss."""
-        return {
-            s.id for s in self._tracks
-            if s.confirmed and s.misses == 0 and s.rested == 0 and s.hits >= 4 and (tick + s.id) % 2 == 0
-            and not _erratic(s.history)
-        }
+        return {s.id for s in self._tracks if s.rested == 0 and (tick + s.id) % 2 == 0 and _settled(s)}
 
     def steady(self, max_rested: int) -> set[int]:
         """Confirmed people seen in the last frame, with a history, not erratic, that the detector has
@@ -166,8 +176,7 @@ class Tracker:
         blob instead (see `update`'s `carried`)."""
         return {
             s.id for s in self._tracks
-            if s.confirmed and s.misses == 0 and s.hits >= 4 and s.rested < max_rested
-            and s.labels.most_common(1)[0][0] == "person" and not _erratic(s.history)
+            if s.rested < max_rested and s.labels.most_common(1)[0][0] == "person" and _settled(s)
         }
 
     def update(
@@ -228,11 +237,7 @@ class Tracker:
         for i, s in enumerate(self._tracks):
             if i not in used_t and carried and s.id in carried and s.id in rest:
                 b = [float(v) for v in carried[s.id]]
-                dt = t - s.box_t
-                if dt > 0:
-                    a = 0.5
-                    s.vx = (1 - a) * s.vx + a * ((b[0] + b[2]) - (s.box[0] + s.box[2])) / 2 / dt
-                    s.vy = (1 - a) * s.vy + a * ((b[1] + b[3]) - (s.box[1] + s.box[3])) / 2 / dt
+                _steer(s, (b[0] + b[2]) / 2, (b[1] + b[3]) / 2, t - s.box_t)
                 s.box = b
                 s.box_t = t
                 s.last_t = t
@@ -289,12 +294,7 @@ class Tracker:
             p = self._predict(s, t)
             if math.hypot(cx - (p[0] + p[2]) / 2, cy - (p[1] + p[3]) / 2) / max(h, p[3] - p[1], 1.0) > JUMP_BH:
                 s.speed_from = t
-        dt = t - s.last_t
-        if dt > 0:
-            ocx, ocy = (s.box[0] + s.box[2]) / 2, (s.box[1] + s.box[3]) / 2
-            a = 0.5
-            s.vx = (1 - a) * s.vx + a * (cx - ocx) / dt
-            s.vy = (1 - a) * s.vy + a * (cy - ocy) / dt
+        _steer(s, cx, cy, t - s.last_t)
         # smooth the box a little against detector jitter (size more than position)
         hb = [float(v) for v in b]
         if s.hits > 0:
