@@ -548,3 +548,39 @@ async def test_an_older_revision_of_an_incident_this_engine_closed_does_not_brin
         for _ in range(20):
             await asyncio.sleep(0)
         assert order.incident_id not in e.shell.state.incidents
+
+
+async def test_a_units_reply_is_decided_ahead_of_alerts_queued_before_it(monkeypatch: pytest.MonkeyPatch):
+    # Under a backlog of alerts a unit's reply must not wait behind them: it frees or moves the unit
+    # and is due within an acknowledgement deadline. Both arrive in one batch; the reply goes first.
+    import dispatch.engine as engine_mod
+
+    async with engine() as e:
+        await e.position("b1", NORTH, 114.892)
+        await e.alert()
+        order = await e.next_order()
+        decided: list[str] = []
+        real = engine_mod.decide
+
+        def spy(state: Any, inp: Any, now: Any) -> Any:
+            decided.append(type(inp).__name__)
+            return real(state, inp, now)
+
+        monkeypatch.setattr(engine_mod, "decide", spy)
+        settled: list[bool] = []
+
+        async def settle(ok: bool) -> None:
+            settled.append(ok)
+
+        later = Alert(event_id="later", source=AlertSource.operator, console="c1", kind="theft", area=Area(lat=NORTH, lon=114.9))
+        reply = OrderReply(order_id=order.order_id, incident_id=order.incident_id, unit="b1", reply=ReplyKind.cleared)
+        # queued without yielding in between: the worker takes both in one batch
+        e.shell.submit(e.subjects.operator_alert("c1"), encode(later), False, settle)
+        e.shell.submit(e.subjects.reply("b1"), encode(reply), False, settle)
+        for _ in range(200):
+            if len(settled) == 2:
+                break
+            await asyncio.sleep(0.01)
+
+    assert settled == [True, True]
+    assert decided[:2] == ["ReplyIn", "AlertIn"], decided
