@@ -61,6 +61,7 @@ from dispatch.events import (
     ReplyKind,
     Skipped,
     UnitAvailability,
+    UnitKind,
     UnitPosition,
     UnitStatus,
     new_id,
@@ -594,6 +595,8 @@ class _Decision:
         exercise, kind = inc.exercise, inc.kind
         allows = self.s.allows
         available = UnitState.available
+        fits = {k: allows(kind, k) for k in UnitKind}
+        oldest = now - stale  # now - fix_time > stale exactly when fix_time < oldest (datetimes are exact)
 
         def why_not(u: UnitRec) -> str | None:
             # the common case (a fitting unit) costs a few comparisons; reasons are only worded for refusals
@@ -601,11 +604,13 @@ class _Decision:
                 return "not in this drill" if exercise else f"in drill {u.exercise}"
             if u.state is not available:
                 return f"{u.state.value}" + (f" on incident {u.incident}" if u.incident else "")
-            if not allows(kind, u.kind):
+            ok = fits.get(u.kind)
+            if not (ok if ok is not None else allows(kind, u.kind)):
                 return f"{u.kind.value} units do not take {kind.value} incidents"
             if tried and u.id in tried:
                 return "already asked for this incident"
-            if u.fix_time is None or now - u.fix_time > stale:
+            fix = u.fix_time
+            if fix is None or fix < oldest:
                 age = "never" if u.fix_time is None else f"{(now - u.fix_time).total_seconds():.0f} s ago"
                 return f"stale position (last fix {age}, limit {pol.stale_position_s:.0f} s)"
             return None

@@ -9,15 +9,40 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from dispatch.events import Area, CapCategory, CapCertainty, IncidentKind, TravelMode, UnitKind
 
 
+_setattr = object.__setattr__
+
+
+def _copy(m: Any, update: Mapping[str, Any] | None) -> Any:
+    """What `BaseModel.model_copy(update=...)` does for these records (extra="forbid", no private
+    attributes), in a third of the time: the engine copies a record for every change of it."""
+    cls = type(m)
+    c = cls.__new__(cls)
+    d = m.__dict__.copy()
+    fields_set = m.__pydantic_fields_set__
+    if update:
+        d.update(update)
+        fields_set = fields_set | update.keys()
+    else:
+        fields_set = set(fields_set)
+    _setattr(c, "__dict__", d)
+    _setattr(c, "__pydantic_extra__", None)
+    _setattr(c, "__pydantic_fields_set__", fields_set)
+    _setattr(c, "__pydantic_private__", None)
+    return c
+
+
 class Record(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Any:
+        return super().model_copy(update=update, deep=True) if deep else _copy(self, update)
 
     rev: int = Field(0, exclude=True, description="bucket revision this copy was read at; 0 = not stored yet")
 
@@ -90,6 +115,9 @@ class AttemptOutcome(StrEnum):
 
 class Attempt(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Any:
+        return super().model_copy(update=update, deep=True) if deep else _copy(self, update)
 
     unit: str
     order_id: str

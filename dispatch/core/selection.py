@@ -259,6 +259,9 @@ def choose(
         walks.append((0.0, 0, grid.rings(lat, lon), vmax_any))
     heapq.heapify(walks)
     ring_bound = 0.0  # no unit in a ring not walked yet arrives sooner than this
+    cos, radians, hypot = math.cos, math.radians, math.hypot
+    units_get = units.get
+    snaps: dict[str, tuple[int, float]] = {}  # unit -> its street node and snap metres, once per choice
 
     while len(found) < want:
         if walks and (not heap or heap[0][0] > ring_bound):
@@ -267,8 +270,11 @@ def choose(
             if ring is not None:
                 next_ring_m, ring_units = ring
                 for uid in ring_units:
-                    u = units.get(uid)
-                    if u is None or u.lat is None or u.lon is None:
+                    u = units_get(uid)
+                    if u is None:
+                        continue
+                    ulat, ulon = u.lat, u.lon
+                    if ulat is None or ulon is None:
                         continue
                     examined += 1
                     reason = why_not(u)
@@ -276,8 +282,10 @@ def choose(
                         if len(skipped) < skipped_limit:
                             skipped.append((uid, reason))
                         continue
-                    dist = straight_m(lat, lon, u.lat, u.lon)
-                    push(heap, (dist / vmax_of[str(u.mode)], uid, dist, False, -1.0))
+                    # straight_m(lat, lon, ulat, ulon), written out (the same operations, the same result)
+                    dist = EARTH_M_PER_DEG * hypot((ulon - lon) * cos(radians((lat + ulat) / 2.0)), ulat - lat)
+                    # a StrEnum hashes and compares as its value: no str() needed for the lookup
+                    push(heap, (dist / vmax_of[u.mode], uid, dist, False, -1.0))
                 push(walks, (next_ring_m / speed_bound, n, rings, speed_bound))
             ring_bound = walks[0][0] if walks else inf
             continue
@@ -288,16 +296,20 @@ def choose(
             found.append(Cand(uid, key, dist, "straight" if graph is None else "road"))
             continue
         u = units[uid]
-        mode = str(u.mode)
+        mode = u.mode
         speed = speed_of[mode]
         if graph is None:
             push(heap, (dist / speed, uid, dist, True, 0.0))
             continue
         t = targets.get(mode)
         if t is None:
+            mode = str(mode)
             tnode, tsnap = router.target(lat, lon, mode)
             t = targets[mode] = (tnode, tsnap, router.search(mode, tnode))
-        unode, usnap = router.snap(uid, u.lat, u.lon, mode)  # type: ignore[arg-type]
+        snap = snaps.get(uid)
+        if snap is None:
+            snap = snaps[uid] = router.snap(uid, u.lat, u.lon, str(mode))  # type: ignore[arg-type]
+        unode, usnap = snap
         legs = (usnap + t[1]) / speed
         search = t[2]
         road = search.settled_time(unode)
