@@ -45,10 +45,36 @@ class EngineRuntime:
 
 
 def _redelivered(msg: NatsMessage) -> bool:
+    """Whether JetStream delivers the message again: its delivery count, read straight from the
+    acknowledgement subject (`$JS.ACK.<stream>.<consumer>.<delivered>...`, or with domain and account
+    hash after `ACK`), as nats-py's `metadata` reads it, without building the whole metadata."""
     try:
-        return msg.raw_message.metadata.num_delivered > 1
-    except Exception:  # core NATS messages and the test broker carry no JetStream metadata
+        reply = msg.raw_message.reply
+        if not reply or not reply.startswith("$JS.ACK."):
+            return False  # core NATS messages and the test broker carry no JetStream metadata
+        tokens = reply.split(".")
+        return int(tokens[4] if len(tokens) == _V1_ACK_TOKENS else tokens[_V2_NUM_DELIVERED]) > 1
+    except Exception:
         return False
+
+
+_V1_ACK_TOKENS = 9  # $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>
+_V2_NUM_DELIVERED = 6  # $JS.ACK.<domain>.<account hash>.<stream>.<consumer>.<delivered>...
+
+
+def _cheap_log_context(sub: Any) -> None:
+    """FastStream builds a log context for every message (the subscriber's subject resolved again,
+    for a logger the engine does not give it: see build_app); the subscriber's part of it does not
+    change, so it is built once."""
+    build = sub.get_log_context
+    base: dict[str, str] = {}
+
+    def get_log_context(message: Any) -> dict[str, str]:
+        if not base:
+            base.update(build(None))
+        return {**base, "message_id": getattr(message, "message_id", "")}
+
+    sub.get_log_context = get_log_context
 
 
 async def _as_is(msg: Any) -> Any:
@@ -88,7 +114,7 @@ def register(broker: NatsBroker, rt: EngineRuntime) -> None:
         shell.submit(msg.raw_message.subject, msg.body)
 
     for stream, durable, subject, title in _durable_inputs(s):
-        broker.subscriber(
+        sub = broker.subscriber(
             subject,
             stream=JStream(stream, declare=False),
             durable=durable,
@@ -97,9 +123,13 @@ def register(broker: NatsBroker, rt: EngineRuntime) -> None:
             ack_policy=AckPolicy.MANUAL,
             decoder=_as_is,
             title=title,
-        )(handle_stream)
-    broker.subscriber(s.all_unit_positions, queue=q, decoder=_as_is, title="positions")(handle_core)
-    broker.subscriber(s.all_unit_status, queue=q, decoder=_as_is, title="status")(handle_core)
+        )
+        sub(handle_stream)
+        _cheap_log_context(sub)
+    for subject, title in ((s.all_unit_positions, "positions"), (s.all_unit_status, "status")):
+        sub = broker.subscriber(subject, queue=q, decoder=_as_is, title=title)
+        sub(handle_core)
+        _cheap_log_context(sub)
 
 
 def _durable_inputs(s: Subjects) -> list[tuple[str, str, str, str]]:

@@ -15,8 +15,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any, Protocol
 
+import structlog
+
 from dispatch.core.records import IncidentRec, UnitRec
 from dispatch.subjects import Subjects
+
+log = structlog.get_logger("dispatch.store")
 
 Rec = UnitRec | IncidentRec
 Known = Callable[[type, str], int]
@@ -67,6 +71,36 @@ class _Burst:
     def finish(self) -> None:
         if not self.done.done():
             self.done.set_result(None)
+
+
+class _Inline:
+    """Stands in for the future of a nats-py subscription (`subscribe(future=...)`), so that nats-py's
+    read loop hands every message to `handle` at once: no queue, no subscription task to wake, no
+    event-loop turn per message. nats-py uses a future this way for a single request's answer; it
+    only calls `cancelled()` and `set_result(msg)` on it. `handle` must be quick and must not block;
+    an exception is logged here, never raised into the read loop."""
+
+    __slots__ = ("handle",)
+
+    def __init__(self, handle: Callable[[Any], None]) -> None:
+        self.handle = handle
+
+    def cancelled(self) -> bool:
+        return False
+
+    def done(self) -> bool:
+        return False
+
+    def set_result(self, msg: Any) -> None:
+        try:
+            self.handle(msg)
+        except Exception:  # pragma: no cover - the handlers below catch what they expect
+            log.exception("handling an answer failed", subject=getattr(msg, "subject", "?"))
+
+
+async def subscribe_inline(nc: Any, subject: str, handle: Callable[[Any], None]) -> Any:
+    """Subscribe so that each message is handled inside nats-py's read loop (see `_Inline`)."""
+    return await nc.subscribe(subject, future=_Inline(handle))  # type: ignore[arg-type]
 
 
 class Store(Protocol):
@@ -282,11 +316,11 @@ class KVStore:
         if self._reply_prefix is None:
             nc = self.js._nc
             prefix = nc.new_inbox() + "."
-            await nc.subscribe(prefix + "*", cb=self._on_reply)
+            await subscribe_inline(nc, prefix + "*", self._on_reply)
             self._reply_prefix = prefix
         return self._reply_prefix
 
-    async def _on_reply(self, msg: Any) -> None:
+    def _on_reply(self, msg: Any) -> None:
         assert self._reply_prefix is not None
         waiting = self._waiting.pop(msg.subject[len(self._reply_prefix):], None)
         if waiting is None:
@@ -424,14 +458,58 @@ def _drop_known_early(watcher: Any, kv: Any, cls: type[Rec], mine: set[int], kno
     sub._cb = early
 
 
+class PublishRefused(Exception):
+    """JetStream did not store a message (its error answer, or no stream answered)."""
+
+
 class JetStreamBus:
-    """JetStream publishes pipelined in order, each de-duplicated by its message id."""
+    """JetStream publishes pipelined in order, each de-duplicated by its message id.
+
+    What nats-py's `publish_async` does (a reply subject per message, a future completed by the
+    stream's acknowledgement), with the acknowledgements handled in nats-py's read loop (`_Inline`)
+    instead of a subscription task woken per acknowledgement, and without building a `PubAck` per
+    message: the future's result is the acknowledgement's JSON (stream, seq, duplicate)."""
 
     def __init__(self, js: Any) -> None:
         self.js = js
+        self._prefix: str | None = None
+        self._waiting: dict[str, asyncio.Future[Any]] = {}
+        self._token = 0
 
     async def publish(self, subject: str, data: bytes, msg_id: str) -> Awaitable[Any]:
-        return await self.js.publish_async(subject, data, headers={"Nats-Msg-Id": msg_id})
+        nc = self.js._nc
+        prefix = self._prefix
+        if prefix is None:
+            prefix = nc.new_inbox() + "."
+            await subscribe_inline(nc, prefix + "*", self._on_ack)
+            self._prefix = prefix
+        self._token += 1
+        token = str(self._token)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting[token] = fut
+        try:
+            await nc.publish(subject, data, reply=prefix + token, headers={"Nats-Msg-Id": msg_id})
+        except BaseException:
+            self._waiting.pop(token, None)
+            raise
+        return fut
+
+    def _on_ack(self, msg: Any) -> None:
+        assert self._prefix is not None
+        fut = self._waiting.pop(msg.subject[len(self._prefix):], None)
+        if fut is None or fut.done():
+            return
+        try:
+            resp = json.loads(msg.data)
+        except ValueError:
+            status = (msg.headers or {}).get("Status", "")
+            fut.set_exception(PublishRefused(f"no stream answered (status {status or 'none'})"))
+            return
+        if not isinstance(resp, dict) or "seq" not in resp:
+            err = resp.get("error") if isinstance(resp, dict) else None
+            fut.set_exception(PublishRefused(f"publish refused: {err or msg.data[:200]!r}"))
+            return
+        fut.set_result(resp)
 
     async def last_message(self, stream: str, subject: str) -> tuple[str, datetime] | None:
         from nats.js.errors import NotFoundError
