@@ -26,6 +26,8 @@ from dispatch.subjects import Subjects
 
 log = structlog.get_logger("dispatch.app")
 
+GC_GEN0_THRESHOLD = 10_000  # allocations between two young-generation collections (Python's default: 700)
+
 
 @dataclass
 class EngineRuntime:
@@ -217,6 +219,10 @@ def build_app(
         # garbage collector from walking them on every full collection (fewer long pauses)
         gc.collect()
         gc.freeze()
+        # A decision allocates a few hundred containers (records, dicts, tuples), nearly all freed by
+        # reference counting, yet every 700 allocations (the default) the collector walked what was
+        # young: ~6 % of a decision's time. Cycles (asyncio's futures and tracebacks) wait a little longer.
+        gc.set_threshold(GC_GEN0_THRESHOLD, 10, 10)
 
     @app.after_startup
     async def _timers() -> None:
