@@ -217,13 +217,15 @@ class KVStore:
         self.timeout_s = timeout_s
         self.units: Any = None
         self.incidents: Any = None
-        # unit revisions this store wrote: the watch need not parse them again (the engine holds those
-        # records already, and a unit is never dropped from memory, so an older revision arriving late
-        # is still recognised as older). Incident writes do come back: a closed incident leaves memory,
-        # and its own closing write is what corrects an older revision that arrives after it.
+        # revisions this store wrote, noted the moment the bucket answers: the watch need not parse them
+        # again (the engine holds those records already). Each is forgotten once it has come back. A
+        # unit is never dropped from memory, so an older revision arriving late is still recognised as
+        # older; a closed incident is, and the engine remembers its closing revision instead (the
+        # watcher's `known`), so an older revision of it arriving late is recognised too.
         self._mine: dict[str, set[int]] = {subjects.bucket_units: set(), subjects.bucket_incidents: set()}
         self._reply_prefix: str | None = None
-        self._waiting: dict[str, tuple[_Burst, int]] = {}  # reply token -> its burst of writes and place in it
+        # reply token -> its burst of writes, place in it, and the bucket's set of our revisions
+        self._waiting: dict[str, tuple[_Burst, int, set[int]]] = {}
         self._token = 0
 
     async def open(self) -> "KVStore":
@@ -275,10 +277,11 @@ class KVStore:
             for i, rec in enumerate(recs):
                 self._token += 1
                 token = str(self._token)
-                self._waiting[token] = (burst, i)
+                kv = self._bucket(rec)
+                self._waiting[token] = (burst, i, self._mine[kv._name])
                 tokens.append(token)
                 await nc.publish(
-                    f"{self._bucket(rec)._pre}{rec.id}", rec.dump(), reply=prefix + token,
+                    f"{kv._pre}{rec.id}", rec.dump(), reply=prefix + token,
                     headers={"Nats-Expected-Last-Subject-Sequence": str(rec.rev)},
                 )
         except BaseException:
@@ -300,9 +303,7 @@ class KVStore:
             if res is None:
                 out.append(TimeoutError(f"no answer storing {type(rec).__name__} {rec.id} within {self.timeout_s} s"))
             elif isinstance(res, int):
-                if kv is self.units:
-                    self._note_mine(kv._name, res)
-                out.append(res)
+                out.append(res)  # noted as ours when the answer arrived (_on_reply)
             elif isinstance(res, _WriteRefused) and res.err_code in (10071, 10164):  # wrong last sequence
                 if rec.rev == 0:
                     out.append(await self._create(rec))  # maybe a key deleted before: the bucket's own way
@@ -325,7 +326,7 @@ class KVStore:
         waiting = self._waiting.pop(msg.subject[len(self._reply_prefix):], None)
         if waiting is None:
             return
-        burst, i = waiting
+        burst, i, mine = waiting
         try:
             resp = json.loads(msg.data)
         except ValueError:
@@ -336,7 +337,12 @@ class KVStore:
         if err:
             burst.answer(i, _WriteRefused(err.get("err_code"), str(err.get("description", err))))
         elif isinstance(resp, dict) and "seq" in resp:
-            burst.answer(i, int(resp["seq"]))
+            rev = int(resp["seq"])
+            # noted before the writer even resumes: the watch may bring the write back first
+            if len(mine) >= self.MINE_LIMIT:
+                mine.clear()  # nobody is watching: forget, the watch would only parse a few records again
+            mine.add(rev)
+            burst.answer(i, rev)
         else:
             burst.answer(i, _WriteRefused(None, f"unexpected answer {msg.data[:200]!r}"))
 
@@ -348,8 +354,7 @@ class KVStore:
             if "wrong last sequence" in str(e).lower() or "key exists" in str(e).lower():
                 return Conflict(rec)
             return e
-        if kv is self.units:
-            self._note_mine(kv._name, rev)
+        self._note_mine(kv._name, rev)
         return int(rev)
 
     async def delete(self, kind: type[Rec], key: str, rev: int) -> None:
