@@ -226,6 +226,8 @@ class Message(Model):
     @field_validator("time")
     @classmethod
     def _utc(cls, v: datetime) -> datetime:
+        if v.tzinfo is timezone.utc:
+            return v  # what astimezone(timezone.utc) returns for it (the engine's clock is UTC already)
         if v.tzinfo is None or v.utcoffset() is None:
             raise ValueError("time must carry a timezone (UTC)")
         return v.astimezone(timezone.utc)
