@@ -450,17 +450,50 @@ def _drop_known_early(watcher: Any, kv: Any, cls: type[Rec], mine: set[int], kno
     if inner is None or pre is None or not hasattr(watcher, "_init_done"):
         return  # another nats-py: leave it as it is, `pump` filters the same changes later
 
-    async def early(msg: Any) -> None:
+    def held(msg: Any) -> bool:
         if watcher._init_done and msg.reply:
             try:
                 rev = _stream_seq(msg.reply)
             except (ValueError, IndexError):
                 rev = -1
             if rev > 0 and _already_held(rev, msg.subject[len(pre):], cls, mine, known):
-                return
-        await inner(msg)
+                return True
+        return False
+
+    async def early(msg: Any) -> None:
+        if not held(msg):
+            await inner(msg)
 
     sub._cb = early
+
+    # Better still, in nats-py's read loop (`_Inline`), without waking the subscription's task for a
+    # message that is dropped; the others are queued for it exactly as the read loop would queue them,
+    # and the ordered consumer's delivery tracking (its heartbeat check) is kept for both.
+    jsi = getattr(sub, "_jsi", None)
+    queue = getattr(sub, "_pending_queue", None)
+    if (
+        getattr(sub, "_future", None) is not None
+        or queue is None
+        or not hasattr(sub, "_pending_size")
+        or not callable(getattr(jsi, "track_sequences", None))
+    ):
+        return  # another nats-py: the callback above drops them, one task wake-up each
+
+    def inline(msg: Any) -> None:
+        if held(msg):
+            jsi.track_sequences(msg.reply)
+            return
+        size = len(msg.data)
+        sub._pending_size += size
+        try:
+            queue.put_nowait(msg)
+        except asyncio.QueueFull:  # what nats-py does for a slow consumer: drop it, and say so
+            sub._pending_size -= size
+            log.error("bucket watch cannot keep up: a change was dropped", subject=msg.subject)
+            return
+        jsi.track_sequences(msg.reply)
+
+    sub._future = _Inline(inline)
 
 
 class PublishRefused(Exception):
