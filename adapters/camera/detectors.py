@@ -8,7 +8,10 @@
   small for HOG's 64x128 window at native size, so each region is padded and
   upscaled (2x for small people, less for large ones) before detection, then
   the boxes are mapped back, non-maximum-suppressed and tightened to the person
-  (a HOG window has a margin around the body). Vehicles are told apart by the
+  (a HOG window has a margin around the body). A person the tracker already
+  follows is searched at their known size around the predicted box
+  (`detect_guided`), or only checked there (`verify_at`: three scales, 25 window
+  positions each, about half the cost). Vehicles are told apart by the
   shape of the motion blob (wide and low, with no person found in it), see
   `classify_blob`.
 * `BlobDetector` ("blob"): shape rules only: a tall blob is a person, a wide,

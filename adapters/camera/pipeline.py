@@ -10,7 +10,8 @@ Stages per analysed frame (docs/camera-adapter.md):
 resize to the camera's detect size -> rate limit to `detect.fps` by frame time
 -> motion (small grey frame, background model, masks, global-change guard,
 tamper signals) -> detector on the motion regions and on the predicted boxes of
-live tracks only (nothing moves and nothing is tracked: no detector call)
+live tracks only (nothing moves and nothing is tracked: no detector call;
+a steady tracked person is first only checked where they should be)
 -> tracker (identities, median-score confirmation, speed, zones with inertia)
 -> rules (intrusion, loitering, crowd, running, scuffle, tamper) -> alert
 lifecycle (new / update / end, best snapshot JPEG).
@@ -200,7 +201,10 @@ class Pipeline:
         """The detector on motion regions and around tracked people, skipping what needs no look:
 
         * people we track are searched around where they should be, at their known size
-          (cheap); steady confirmed ones every other frame (they coast in between);
+          (cheap); steady confirmed ones every other frame (they coast in between), and when
+          nobody else's box overlaps theirs only checked where the tracker predicts them
+          (`verify_at`, about half the cost of that search; searched when not found there and
+          every `verify_run + 1`-th time);
         * a motion region that the people found in the last frame explain is not searched again,
           and one in an area that moves most of the time (trees, flags, water, a standing group;
           a slow heat map of motion, 0.1 per frame) neither: both only once a second.
