@@ -11,7 +11,8 @@
   (a HOG window has a margin around the body). A person the tracker already
   follows is searched at their known size around the predicted box
   (`detect_guided`), or only checked there (`verify_at`: three scales, 25 window
-  positions each, about half the cost). Vehicles are told apart by the
+  positions each, about half the cost; used by the pipeline only with
+  `Pipeline.verify_run` > 0, off by default). Vehicles are told apart by the
   shape of the motion blob (wide and low, with no person found in it), see
   `classify_blob`.
 * `BlobDetector` ("blob"): shape rules only: a tall blob is a person, a wide,

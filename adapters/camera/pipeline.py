@@ -10,8 +10,7 @@ Stages per analysed frame (docs/camera-adapter.md):
 resize to the camera's detect size -> rate limit to `detect.fps` by frame time
 -> motion (small grey frame, background model, masks, global-change guard,
 tamper signals) -> detector on the motion regions and on the predicted boxes of
-live tracks only (nothing moves and nothing is tracked: no detector call;
-a steady tracked person is first only checked where they should be)
+live tracks only (nothing moves and nothing is tracked: no detector call)
 -> tracker (identities, median-score confirmation, speed, zones with inertia)
 -> rules (intrusion, loitering, crowd, running, scuffle, tamper) -> alert
 lifecycle (new / update / end, best snapshot JPEG).
@@ -103,17 +102,24 @@ class Pipeline:
         self.carry_every = 3 if cadence else 1
         self._carried: dict[int, Box] = {}
         self._blob_cal: dict[int, tuple[float, ...]] = {}  # id -> blob vs box, when last found
-        # a steady confirmed person with nobody next to them (`verify_gap`) is first checked where the
-        # tracker predicts them, at their size (the detector's `verify_at`: 3 scales, 25 windows each,
-        # about half the cost of a guide search); at most `verify_run` times in a row, then searched properly
-        # again (a drift in size or place is corrected there); 0: off
-        self.verify_run = 3 if cadence else 0
+        # OFF by default (verify_run = 0; docs/camera-adapter.md, "Checking tracked people where they should
+        # be"): a steady confirmed person with nobody next to them (`verify_gap`) would first be checked where
+        # the tracker predicts them, at their size (the detector's `verify_at`: 3 scales, 25 windows each,
+        # about half the cost of a guide search); at most `verify_run` times in a row, then searched
+        # properly again (a drift in place or size is corrected there). Measured on the rendered clips: with
+        # the exclusions below it saves ~2% of the busy scene's detector time and ~5% of the typical one's,
+        # and the tracks it produces differ enough from the searches' to move marginal cases either way
+        # (a drill fight alerted 3 s late on 1 of 23 seeds; other settings raised false fight / running /
+        # loitering alerts on 2 of 4-8 busy clips, where the current code raises none): not worth it
+        self.verify_run = 0
         self._verify_runs: dict[int, int] = {}
-        # "next to": another tracked person's box within a quarter of a body height to either side. A guide
-        # search's crop (1.6 windows wide) also finds a neighbour about to cross them, a check at one place
-        # does not: with 0.0 (only overlapping boxes) 2 of 4 rendered 60 s busy clips raised a false fight or
-        # running alert where crossing people then swapped tracks; with 0.25 and 0.5 none did
+        # "next to": another tracked person's box within this many body heights to either side (0.0, only
+        # overlapping boxes: false fight / running alerts on 2 of 4 busy clips; 0.5: the same on 2 of 8) ...
         self.verify_gap = 0.25
+        # ... now or where the tracker expects both of them this many seconds from now (two people about to
+        # cross: in the bench's latency clip a walker turning into the gate and a passer-by meet there, and
+        # without this the passer-by's entry went unalerted in 4 of 4 live runs: their tracks swapped)
+        self.verify_ahead = 0.6
         # person size from where the feet are, learned from the people found (None: off)
         self.perspective: Perspective | None = Perspective(self.size[1]) if perspective else None
         if self.perspective is not None:
@@ -205,10 +211,10 @@ class Pipeline:
         """The detector on motion regions and around tracked people, skipping what needs no look:
 
         * people we track are searched around where they should be, at their known size
-          (cheap); steady confirmed ones every other frame (they coast in between), and when
-          nobody is next to them only checked where the tracker predicts them
-          (`verify_at`, about half the cost of that search; searched when not found there and
-          every `verify_run + 1`-th time);
+          (cheap); steady confirmed ones every other frame (they coast in between); with
+          `verify_run` > 0 (off by default) those with nobody next to them are only checked where
+          the tracker predicts them (`verify_at`; searched when not found there and every
+          `verify_run + 1`-th time);
         * a motion region that the people found in the last frame explain is not searched again,
           and one in an area that moves most of the time (trees, flags, water, a standing group;
           a slow heat map of motion, 0.1 per frame) neither: both only once a second.
@@ -242,11 +248,14 @@ class Pipeline:
             guides = [b for tid, b in people if tid not in rest]
             if self.verify_run > 0 and getattr(self.detector, "verify_at", None) is not None:
                 sure = self.tracker.steady(10**9)
+                soon = dict(self.tracker.predicted(t + self.verify_ahead, "person"))
                 for tid, b in people:
                     if tid in rest or tid not in sure or self._verify_runs.get(tid, 0) >= self.verify_run:
                         continue
                     if any(k != tid and _near(b, o, self.verify_gap) for k, o in people):
                         continue  # somebody next to them: see verify_gap
+                    if tid in soon and any(k != tid and k in soon and _near(soon[tid], soon[k], self.verify_gap) for k, _ in people):
+                        continue  # somebody about to cross them
                     verify.append((tid, b))
                 vb = {tid for tid, _ in verify}
                 guides = [b for tid, b in people if tid not in rest and tid not in vb]
