@@ -8,11 +8,7 @@
   small for HOG's 64x128 window at native size, so each region is padded and
   upscaled (2x for small people, less for large ones) before detection, then
   the boxes are mapped back, non-maximum-suppressed and tightened to the person
-  (a HOG window has a margin around the body). A person the tracker already
-  follows is searched at their known size around the predicted box
-  (`detect_guided`), or only checked there (`verify_at`: three scales, 25 window
-  positions each, about half the cost; used by the pipeline only with
-  `Pipeline.verify_run` > 0, off by default). Vehicles are told apart by the
+  (a HOG window has a margin around the body). Vehicles are told apart by the
   shape of the motion blob (wide and low, with no person found in it), see
   `classify_blob`.
 * `BlobDetector` ("blob"): shape rules only: a tall blob is a person, a wide,
@@ -121,11 +117,6 @@ class HogDetector:
         guide_height: float = 101.0,
         guide_scale: float = 1.05,
         blob_person_px: float = 200.0,
-        verify_person_px: float = 91.0,
-        verify_reach: int = 16,
-        verify_min_hits: int = 3,
-        verify_sure: float = 0.5,
-        verify_scales: Sequence[float] = (0.95, 1.0, 1.05),
     ):
         self.hog = cv2.HOGDescriptor()
         self.hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
@@ -140,13 +131,6 @@ class HogDetector:
         self.guide_height = guide_height
         self.guide_scale = guide_scale
         self.blob_person_px = blob_person_px
-        self.verify_person_px = verify_person_px  # a person's height in the 64x128 window (0.71 of it, see _hog)
-        self.verify_reach = verify_reach  # window positions up to this far (scaled px) from the prediction
-        self.verify_min_hits = verify_min_hits
-        self.verify_sure = verify_sure
-        self.verify_scales = tuple(verify_scales)
-        self.verify_refine = True  # the size between the scales (see verify_at)
-        self.last_verified: list[int] = []  # which of the last detect_guided call's `verify` boxes were found
 
     def crops(self, regions: Sequence[Box], size: tuple[int, int]) -> list[Box]:
         """Padded crops around the regions (merged when they overlap), at least one HOG window once upscaled."""
@@ -194,36 +178,16 @@ class HogDetector:
         return self.detect_guided(image, regions, [])
 
     def detect_guided(
-        self,
-        image: np.ndarray,
-        regions: list[Box],
-        guides: Sequence[Box],
-        sized: Sequence[tuple[Box, float]] = (),
-        verify: Sequence[Box] = (),
+        self, image: np.ndarray, regions: list[Box], guides: Sequence[Box], sized: Sequence[tuple[Box, float]] = ()
     ) -> list[Detection]:
         """HOG on `regions` (motion blobs: size unknown, searched from 2x down), around `guides`
         (predicted boxes of tracked people: size known, so the crop is scaled to put the person
         at ~guide_height px and only a few pyramid levels are searched, several times cheaper)
-        and over `sized` regions (a blob around people of a known height: a group).
-
-        `verify`: predicted boxes of people tracked with confidence. Each is first checked where it
-        should be, at its size (`verify_at`: one HOG scale, a few window positions, ~0.2 ms instead
-        of ~1.7 ms for a guide search); only when that finds nothing is it searched as a guide."""
+        and over `sized` regions (a blob around people of a known height: a group)."""
         H, W = image.shape[:2]
         found: list[Detection] = []
         covered: list[Box] = []
-        self.last_verified = []
-        todo_guides = list(guides)
-        for i, g in enumerate(verify):
-            d = self.verify_at(image, g)
-            if d is None:
-                todo_guides.append(g)
-                continue
-            self.last_verified.append(i)
-            found.append(d)
-            # the blob around a verified person is as explained as around a guide search
-            covered.append(self._verify_region(g, (W, H)))
-        for g in todo_guides:
+        for g in guides:
             crop_box, f = self._guide_crop(g, (W, H))
             if crop_box is None:
                 continue
@@ -263,97 +227,6 @@ class HogDetector:
                 continue
             out.append(Detection("vehicle", round(c[1], 4), tuple(int(v) for v in r)))  # type: ignore[arg-type]
         return out
-
-    def _verify_region(self, g: Box, size: tuple[int, int]) -> Box:
-        """The part of the frame `verify_at` looks at around the predicted box `g` (image coordinates)."""
-        W, H = size
-        x1, y1, x2, y2 = g
-        f = self.verify_person_px / max(1.0, y2 - y1)
-        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-        hw, hh = (64 + 2 * self.verify_reach) / 2 / f, (128 + 2 * self.verify_reach) / 2 / f
-        return (int(max(0, cx - hw)), int(max(0, cy - hh)), int(min(W, cx + hw)), int(min(H, cy + hh)))
-
-    def verify_at(self, image: np.ndarray, g: Box) -> Detection | None:
-        """Is the tracked person predicted at `g` there? HOG at the scales `verify_scales` around the one
-        that puts a person of g's height at the window's own person size (64x128 window, person ~91 px:
-        the box mapping of `_hog`), each over the window positions within `verify_reach` px (window
-        scale, steps of 8) of the prediction: 25 windows of one gradient image of 96x160 per scale,
-        instead of a pyramid over a crop 1.6 windows wide. A hit needs `verify_min_hits` windows over
-        the SVM threshold (detectMultiScale keeps only clusters of 3+ windows) or one clearly over it
-        (`verify_sure`). Returns the person (size: the best window's scale, which follows a person
-        walking away or towards the camera; place: that scale's windows, weighted; score: the best
-        window's), or None: not found here at this size (the caller searches it properly)."""
-        H, W = image.shape[:2]
-        x1, y1, x2, y2 = g
-        h = y2 - y1
-        if h < 0.7 * self.min_person_px * H / 360.0 or h > 1.2 * self.max_person_px * H / 360.0:
-            return None
-        # mostly out of the frame: HOG cannot see the person whole; the guide search handles the edge
-        ix, iy = min(x2, W) - max(x1, 0), min(y2, H) - max(y1, 0)
-        if ix <= 0 or iy <= 0 or ix * iy < 0.85 * (x2 - x1) * h:
-            return None
-        rw, rh = 64 + 2 * self.verify_reach, 128 + 2 * self.verify_reach
-        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-        boxes: list[tuple[float, float, float, float]] = []
-        weights: list[float] = []
-        scale_of: list[float] = []
-        grid: list[tuple[int, int]] = []  # the window's place in the area looked at (scaled px)
-        for k in self.verify_scales:
-            f = self.verify_person_px * k / h
-            ox, oy = cx * f - rw / 2, cy * f - rh / 2  # the region's top-left, in scaled pixels
-            ix1, iy1 = int(math.floor(ox / f)) - 1, int(math.floor(oy / f)) - 1
-            ix2, iy2 = int(math.ceil((ox + rw) / f)) + 2, int(math.ceil((oy + rh) / f)) + 2
-            cx1, cy1, cx2, cy2 = max(0, ix1), max(0, iy1), min(W, ix2), min(H, iy2)
-            if cx2 - cx1 < 4 or cy2 - cy1 < 4:
-                return None
-            crop = image[cy1:cy2, cx1:cx2]
-            if (cx1, cy1, cx2, cy2) != (ix1, iy1, ix2, iy2):
-                # as HOG pads a frame's edge: reflected
-                crop = cv2.copyMakeBorder(crop, cy1 - iy1, iy2 - cy2, cx1 - ix1, ix2 - cx2, cv2.BORDER_REFLECT_101)
-            crop = cv2.resize(crop, None, fx=f, fy=f, interpolation=cv2.INTER_LINEAR)
-            sx, sy = int(round(ox - ix1 * f)), int(round(oy - iy1 * f))
-            sub = crop[sy:sy + rh, sx:sx + rw]
-            if sub.shape[0] < rh or sub.shape[1] < rw:
-                return None
-            locs, wts = self.hog.detect(sub, hitThreshold=self.hit_threshold, winStride=(8, 8), padding=(0, 0))
-            for (lx, ly), wt in zip(np.asarray(locs, dtype=np.float64).reshape(-1, 2), np.asarray(wts, dtype=np.float64).reshape(-1)):
-                X, Y = ix1 * f + sx + lx, iy1 * f + sy + ly  # the window's top-left, scaled
-                boxes.append(((X + 0.19 * 64) / f, (Y + 0.145 * 128) / f, (X + 0.81 * 64) / f, (Y + 0.855 * 128) / f))
-                weights.append(float(wt))
-                scale_of.append(k)
-                grid.append((int(round(lx)), int(round(ly))))
-        if not weights:
-            return None
-        best = max(weights)
-        if len(weights) < self.verify_min_hits and best < self.verify_sure:
-            return None
-        # the size: the scale of the best window (a mean over the scales would stick to the predicted
-        # size and lag a person walking away); the place: the windows of that scale next to it, weighted
-        # (a mean over all would pull the box towards the prediction). The best window on the rim of the
-        # area looked at: the person may be further out, the caller searches properly.
-        i_best = int(np.argmax(weights))
-        top, (bx, by) = scale_of[i_best], grid[i_best]
-        if bx in (0, 2 * self.verify_reach) or by in (0, 2 * self.verify_reach):
-            return None
-        sel = [i for i, k in enumerate(scale_of) if k == top and abs(grid[i][0] - bx) <= 8 and abs(grid[i][1] - by) <= 8]
-        ws = np.maximum(np.asarray([weights[i] for i in sel]), 1e-3)
-        m = (np.asarray([boxes[i] for i in sel]) * ws[:, None]).sum(axis=0) / ws.sum()
-        sc = list(self.verify_scales)
-        j = sc.index(top)
-        if self.verify_refine and 0 < j < len(sc) - 1:
-            # between the scales: the peak of a parabola through the best weights of the best scale and its
-            # two neighbours (a scale without a hit counts as the threshold); steps of 5% would make the
-            # box size jitter from frame to frame
-            a, b, c = (max([w for w, k in zip(weights, scale_of) if k == sc[i]], default=self.hit_threshold) for i in (j - 1, j, j + 1))
-            den = a - 2 * b + c
-            d = 0.5 * (a - c) / den if den < 0 else 0.0
-            d = max(-0.5, min(0.5, d))
-            kk = sc[j] + d * (sc[j + 1] - sc[j - 1]) / 2
-            r = top / kk  # the person is this much larger than at the best scale
-            cx, cy, hw, hh = (m[0] + m[2]) / 2, (m[1] + m[3]) / 2, r * (m[2] - m[0]) / 2, r * (m[3] - m[1]) / 2
-            m = (cx - hw, cy - hh, cx + hw, cy + hh)
-        box = (max(0, int(round(m[0]))), max(0, int(round(m[1]))), min(W, int(round(m[2]))), min(H, int(round(m[3]))))
-        return Detection("person", round(hog_score(best), 4), box)
 
     def _guide_crop(self, g: Box, size: tuple[int, int]) -> tuple[Box | None, float]:
         W, H = size

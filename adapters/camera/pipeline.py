@@ -102,24 +102,6 @@ class Pipeline:
         self.carry_every = 3 if cadence else 1
         self._carried: dict[int, Box] = {}
         self._blob_cal: dict[int, tuple[float, ...]] = {}  # id -> blob vs box, when last found
-        # OFF by default (verify_run = 0; docs/camera-adapter.md, "Checking tracked people where they should
-        # be"): a steady confirmed person with nobody next to them (`verify_gap`) would first be checked where
-        # the tracker predicts them, at their size (the detector's `verify_at`: 3 scales, 25 windows each,
-        # about half the cost of a guide search); at most `verify_run` times in a row, then searched
-        # properly again (a drift in place or size is corrected there). Measured on the rendered clips: with
-        # the exclusions below it saves ~2% of the busy scene's detector time and ~5% of the typical one's,
-        # and the tracks it produces differ enough from the searches' to move marginal cases either way
-        # (a drill fight alerted 3 s late on 1 of 23 seeds; other settings raised false fight / running /
-        # loitering alerts on 2 of 4-8 busy clips, where the current code raises none): not worth it
-        self.verify_run = 0
-        self._verify_runs: dict[int, int] = {}
-        # "next to": another tracked person's box within this many body heights to either side (0.0, only
-        # overlapping boxes: false fight / running alerts on 2 of 4 busy clips; 0.5: the same on 2 of 8) ...
-        self.verify_gap = 0.25
-        # ... now or where the tracker expects both of them this many seconds from now (two people about to
-        # cross: in the bench's latency clip a walker turning into the gate and a passer-by meet there, and
-        # without this the passer-by's entry went unalerted in 4 of 4 live runs: their tracks swapped)
-        self.verify_ahead = 0.6
         # person size from where the feet are, learned from the people found (None: off)
         self.perspective: Perspective | None = Perspective(self.size[1]) if perspective else None
         if self.perspective is not None:
@@ -211,10 +193,7 @@ class Pipeline:
         """The detector on motion regions and around tracked people, skipping what needs no look:
 
         * people we track are searched around where they should be, at their known size
-          (cheap); steady confirmed ones every other frame (they coast in between); with
-          `verify_run` > 0 (off by default) those with nobody next to them are only checked where
-          the tracker predicts them (`verify_at`; searched when not found there and every
-          `verify_run + 1`-th time);
+          (cheap); steady confirmed ones every other frame (they coast in between);
         * a motion region that the people found in the last frame explain is not searched again,
           and one in an area that moves most of the time (trees, flags, water, a standing group;
           a slow heat map of motion, 0.1 per frame) neither: both only once a second.
@@ -237,7 +216,6 @@ class Pipeline:
         rest: set[int] = set()
         guides: list[Box] = []
         known: list[Box] = []
-        verify: list[tuple[int, Box]] = []
         if guided is not None:
             rest = self.tracker.resting(self._tick) if self.cadence else set()
             people = self.tracker.predicted(t, "person")
@@ -246,19 +224,6 @@ class Pipeline:
                 rest |= set(carried)
                 self._carried = carried
             guides = [b for tid, b in people if tid not in rest]
-            if self.verify_run > 0 and getattr(self.detector, "verify_at", None) is not None:
-                sure = self.tracker.steady(10**9)
-                soon = dict(self.tracker.predicted(t + self.verify_ahead, "person"))
-                for tid, b in people:
-                    if tid in rest or tid not in sure or self._verify_runs.get(tid, 0) >= self.verify_run:
-                        continue
-                    if any(k != tid and _near(b, o, self.verify_gap) for k, o in people):
-                        continue  # somebody next to them: see verify_gap
-                    if tid in soon and any(k != tid and k in soon and _near(soon[tid], soon[k], self.verify_gap) for k, _ in people):
-                        continue  # somebody about to cross them
-                    verify.append((tid, b))
-                vb = {tid for tid, _ in verify}
-                guides = [b for tid, b in people if tid not in rest and tid not in vb]
             # around a person the detector just missed the blob is searched (the track lags)
             known = [b for tid, b in people if self.tracker.misses(tid) == 0]
         self._rest = rest
@@ -296,24 +261,11 @@ class Pipeline:
             fresh.append(r)
         if guided is not None:
             # (vehicles are told from moving blobs, which are among the regions anyway)
-            if verify:
-                detections = guided(image, fresh, guides, sized, [b for _, b in verify])
-                ok = set(getattr(self.detector, "last_verified", ()))
-                for i, (tid, _) in enumerate(verify):
-                    if i in ok:
-                        self._verify_runs[tid] = self._verify_runs.get(tid, 0) + 1
-                    else:
-                        self._verify_runs.pop(tid, None)
-            else:
-                detections = guided(image, fresh, guides, sized) if (fresh or guides or sized) else []
-            # a person searched properly (or not tracked any more) starts a new run of verifications
-            vb = {tid for tid, _ in verify}
-            for tid in [k for k in self._verify_runs if k not in vb and k not in rest]:
-                del self._verify_runs[tid]
+            detections = guided(image, fresh, guides, sized) if (fresh or guides or sized) else []
         else:
             searched = merge_boxes(fresh + self.tracker.predicted_boxes(t), gap=0)
             detections = self.detector.detect(image, searched) if searched else []
-        if fresh or guides or sized or verify:
+        if fresh or guides or sized:
             self.detector_calls += 1
         if hot_searched:
             # an area that keeps "moving" where the detector found nobody and no track is near: a ghost
@@ -525,12 +477,6 @@ def _explained(r: Box, people: list[Box]) -> bool:
     h = max(b[3] - b[1] for b in people)
     w = sum(b[2] - b[0] for b in people)
     return (r[3] - r[1]) <= 1.3 * h and (r[2] - r[0]) <= w + 0.3 * h
-
-
-def _near(a: Box, b: Box, gap: float) -> bool:
-    """Do `b` and `a` grown sideways by `gap` of its height (and up and down by a tenth) overlap?"""
-    h = a[3] - a[1]
-    return min(a[2] + gap * h, b[2]) > max(a[0] - gap * h, b[0]) and min(a[3] + 0.1 * h, b[3]) > max(a[1] - 0.1 * h, b[1])
 
 
 def _area(b: Box) -> float:
