@@ -776,10 +776,10 @@ class EngineShell:
                 if self._known_rev(type(rec), rec.id) >= rec.rev:
                     continue  # our own write coming back, or older
                 async with self.lock:
-                    # again: while waiting for the lock, a decision may have written (or closed) the record
-                    if self._known_rev(type(rec), rec.id) >= rec.rev:
-                        continue
-                    decide(self.state, Loaded(rec), self.clock())
+                    # again: while waiting for the lock, a decision may have written (or closed) the
+                    # record; then only a position held in memory is owed (below), the record is not
+                    if self._known_rev(type(rec), rec.id) < rec.rev:
+                        decide(self.state, Loaded(rec), self.clock())
                     if isinstance(rec, UnitRec) and rec.id in self._unflushed:
                         # another replica wrote the unit (a claim) over a position we hold in memory only
                         p = self._unflushed.pop(rec.id)

@@ -103,6 +103,31 @@ async def subscribe_inline(nc: Any, subject: str, handle: Callable[[Any], None])
     return await nc.subscribe(subject, future=_Inline(handle))  # type: ignore[arg-type]
 
 
+class _AnswerInbox:
+    """`<inbox>.<token>` answers handled in nats-py's read loop; subscribed on first use, once even
+    when two first users race (each would otherwise make its own subscription and keep one)."""
+
+    def __init__(self, handle: Callable[[Any], None]) -> None:
+        self.handle = handle
+        self.prefix: str | None = None
+        self._lock: asyncio.Lock | None = None
+
+    async def get(self, nc: Any) -> str:
+        if self.prefix is None:
+            if self._lock is None:
+                self._lock = asyncio.Lock()
+            async with self._lock:
+                if self.prefix is None:
+                    prefix = nc.new_inbox() + "."
+                    await subscribe_inline(nc, prefix + "*", self.handle)
+                    self.prefix = prefix
+        return self.prefix
+
+
+def _token_of(subject: str) -> str:
+    return subject[subject.rfind(".") + 1:]
+
+
 class Store(Protocol):
     async def save(self, rec: Rec) -> int:
         """Write rec if the bucket still holds revision rec.rev (0: must not exist); return the new revision."""
@@ -223,7 +248,7 @@ class KVStore:
         # older; a closed incident is, and the engine remembers its closing revision instead (the
         # watcher's `known`), so an older revision of it arriving late is recognised too.
         self._mine: dict[str, set[int]] = {subjects.bucket_units: set(), subjects.bucket_incidents: set()}
-        self._reply_prefix: str | None = None
+        self._answers = _AnswerInbox(self._on_reply)
         # reply token -> its burst of writes, place in it, and the bucket's set of our revisions
         self._waiting: dict[str, tuple[_Burst, int, set[int]]] = {}
         self._token = 0
@@ -314,16 +339,10 @@ class KVStore:
         return out
 
     async def _reply_inbox(self) -> str:
-        if self._reply_prefix is None:
-            nc = self.js._nc
-            prefix = nc.new_inbox() + "."
-            await subscribe_inline(nc, prefix + "*", self._on_reply)
-            self._reply_prefix = prefix
-        return self._reply_prefix
+        return await self._answers.get(self.js._nc)
 
     def _on_reply(self, msg: Any) -> None:
-        assert self._reply_prefix is not None
-        waiting = self._waiting.pop(msg.subject[len(self._reply_prefix):], None)
+        waiting = self._waiting.pop(_token_of(msg.subject), None)
         if waiting is None:
             return
         burst, i, mine = waiting
@@ -444,56 +463,29 @@ def _drop_known_early(watcher: Any, kv: Any, cls: type[Rec], mine: set[int], kno
     Only after the initial values (the watcher's marker is then sent). What is dropped here is what
     `pump` would drop (`_already_held`). nats-py's ordered-consumer bookkeeping (sequence checks,
     resets) has run by then in its read loop, and keeps running: only the callback is wrapped."""
-    sub = getattr(watcher, "_sub", None)
+    # `watcher._sub` is nats-py's JetStream wrapper, a copy made when the watch started; the read
+    # loop and the subscription's task use the Subscription inside it (`_sub._sub`), so the callback
+    # must be replaced there (on the wrapper it would change nothing)
+    outer = getattr(watcher, "_sub", None)
+    sub = getattr(outer, "_sub", outer)
     inner = getattr(sub, "_cb", None)
     pre = getattr(kv, "_pre", None)
     if inner is None or pre is None or not hasattr(watcher, "_init_done"):
         return  # another nats-py: leave it as it is, `pump` filters the same changes later
 
-    def held(msg: Any) -> bool:
+    async def early(msg: Any) -> None:
+        # the subscription's task still counts the message as delivered (flow control stays exact)
         if watcher._init_done and msg.reply:
             try:
                 rev = _stream_seq(msg.reply)
             except (ValueError, IndexError):
                 rev = -1
             if rev > 0 and _already_held(rev, msg.subject[len(pre):], cls, mine, known):
-                return True
-        return False
+                return
+        await inner(msg)
 
-    async def early(msg: Any) -> None:
-        if not held(msg):
-            await inner(msg)
-
+    early.__wrapped_watch__ = True  # type: ignore[attr-defined]  # tests check it is installed
     sub._cb = early
-
-    # Better still, in nats-py's read loop (`_Inline`), without waking the subscription's task for a
-    # message that is dropped; the others are queued for it exactly as the read loop would queue them,
-    # and the ordered consumer's delivery tracking (its heartbeat check) is kept for both.
-    jsi = getattr(sub, "_jsi", None)
-    queue = getattr(sub, "_pending_queue", None)
-    if (
-        getattr(sub, "_future", None) is not None
-        or queue is None
-        or not hasattr(sub, "_pending_size")
-        or not callable(getattr(jsi, "track_sequences", None))
-    ):
-        return  # another nats-py: the callback above drops them, one task wake-up each
-
-    def inline(msg: Any) -> None:
-        if held(msg):
-            jsi.track_sequences(msg.reply)
-            return
-        size = len(msg.data)
-        sub._pending_size += size
-        try:
-            queue.put_nowait(msg)
-        except asyncio.QueueFull:  # what nats-py does for a slow consumer: drop it, and say so
-            sub._pending_size -= size
-            log.error("bucket watch cannot keep up: a change was dropped", subject=msg.subject)
-            return
-        jsi.track_sequences(msg.reply)
-
-    sub._future = _Inline(inline)
 
 
 class PublishRefused(Exception):
@@ -508,35 +500,56 @@ class JetStreamBus:
     instead of a subscription task woken per acknowledgement, and without building a `PubAck` per
     message: the future's result is the acknowledgement's JSON (stream, seq, duplicate)."""
 
-    def __init__(self, js: Any) -> None:
+    ACK_TIMEOUT_S = 10.0  # an acknowledgement lost with a connection fails its future after this
+
+    def __init__(self, js: Any, ack_timeout_s: float | None = None) -> None:
         self.js = js
-        self._prefix: str | None = None
-        self._waiting: dict[str, asyncio.Future[Any]] = {}
+        self.ack_timeout_s = self.ACK_TIMEOUT_S if ack_timeout_s is None else ack_timeout_s
+        self._answers = _AnswerInbox(self._on_ack)
+        # token -> (future, deadline); in publish order, so the deadlines ascend
+        self._waiting: dict[str, tuple[asyncio.Future[Any], float]] = {}
         self._token = 0
+        self._sweeping: asyncio.TimerHandle | None = None
 
     async def publish(self, subject: str, data: bytes, msg_id: str) -> Awaitable[Any]:
         nc = self.js._nc
-        prefix = self._prefix
-        if prefix is None:
-            prefix = nc.new_inbox() + "."
-            await subscribe_inline(nc, prefix + "*", self._on_ack)
-            self._prefix = prefix
+        prefix = self._answers.prefix or await self._answers.get(nc)
         self._token += 1
         token = str(self._token)
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._waiting[token] = fut
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._waiting[token] = (fut, loop.time() + self.ack_timeout_s)
         try:
             await nc.publish(subject, data, reply=prefix + token, headers={"Nats-Msg-Id": msg_id})
         except BaseException:
             self._waiting.pop(token, None)
             raise
+        if self._sweeping is None:
+            self._sweeping = loop.call_later(1.0, self._sweep)
         return fut
 
+    def _sweep(self) -> None:
+        """Fail the futures whose acknowledgement did not come in time (lost with a connection, say):
+        the engine then sends those messages again under the same id, which JetStream de-duplicates.
+        One timer for all, not one per message."""
+        self._sweeping = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while self._waiting:
+            token, (fut, deadline) = next(iter(self._waiting.items()))
+            if deadline > now:
+                break
+            del self._waiting[token]
+            if not fut.done():
+                fut.set_exception(TimeoutError(f"no acknowledgement within {self.ack_timeout_s} s"))
+        if self._waiting:
+            self._sweeping = loop.call_later(1.0, self._sweep)
+
     def _on_ack(self, msg: Any) -> None:
-        assert self._prefix is not None
-        fut = self._waiting.pop(msg.subject[len(self._prefix):], None)
-        if fut is None or fut.done():
+        waiting = self._waiting.pop(_token_of(msg.subject), None)
+        if waiting is None or waiting[0].done():
             return
+        fut = waiting[0]
         try:
             resp = json.loads(msg.data)
         except ValueError:

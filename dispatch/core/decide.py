@@ -22,7 +22,7 @@ import heapq
 import math
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, Union
 
 from dispatch.core.lifecycle import (
@@ -596,7 +596,10 @@ class _Decision:
         allows = self.s.allows
         available = UnitState.available
         fits = {k: allows(kind, k) for k in UnitKind}
-        oldest = now - stale  # now - fix_time > stale exactly when fix_time < oldest (datetimes are exact)
+        try:
+            oldest = now - stale  # now - fix_time > stale exactly when fix_time < oldest (datetimes are exact)
+        except OverflowError:  # a limit of thousands of years: nothing is stale
+            oldest = datetime.min.replace(tzinfo=timezone.utc)
 
         def why_not(u: UnitRec) -> str | None:
             # the common case (a fitting unit) costs a few comparisons; reasons are only worded for refusals

@@ -1,0 +1,78 @@
+"""The engine's storage plumbing on a real nats-server: the bucket watch and the publish bus.
+
+Both lean on nats-py's subscription internals to save work per message (dispatch/store.py); these
+tests fail if a nats-py upgrade quietly turns that off or breaks it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import nats
+import pytest
+
+from dispatch.core.records import UnitKind, UnitRec
+from dispatch.store import JetStreamBus, KVStore, PublishRefused, ensure_streams
+from dispatch.subjects import Subjects
+
+
+def unit(uid: str) -> UnitRec:
+    return UnitRec(id=uid, kind=UnitKind.police, mode="car", talkgroup="tg1")
+
+
+async def next_change(it, timeout: float = 10.0):
+    return await asyncio.wait_for(it.__anext__(), timeout)
+
+
+async def test_our_own_writes_do_not_come_back_through_the_watch_but_another_replicas_do(nc, nats_server, fresh_prefix):
+    subjects = Subjects(fresh_prefix)
+    ours = await KVStore(nc.jetstream(), subjects).open()
+    nc2 = await nats.connect(nats_server.url)
+    try:
+        theirs = await KVStore(nc2.jetstream(), subjects).open()
+        it = ours.watch()
+        assert await next_change(it) is None  # no initial values: the buckets are new
+        # the echo filter sits on the subscription nats-py's read loop really delivers to
+        hooked = [s for s in nc._subs.values() if getattr(s._cb, "__wrapped_watch__", False)]
+        assert len(hooked) == 2, "the bucket watch's echo filter is not installed (nats-py changed?)"
+
+        mine_rev = await ours.save(unit("u-ours"))
+        their_rev = await theirs.save(unit("u-theirs"))
+        assert their_rev > mine_rev  # so our echo, had it come, would have come first
+        change = await next_change(it)
+        assert isinstance(change, UnitRec)
+        assert (change.id, change.rev) == ("u-theirs", their_rev)
+        assert mine_rev not in ours._mine[subjects.bucket_units]  # dropped on arrival, and forgotten
+    finally:
+        await nc2.close()
+
+
+async def test_a_stored_publish_is_acknowledged_and_one_without_a_stream_is_refused(nc, fresh_prefix):
+    subjects = Subjects(fresh_prefix)
+    js = nc.jetstream()
+    await ensure_streams(js, subjects)
+    bus = JetStreamBus(js)
+    ack = await (await bus.publish(subjects.reply("u1"), b"{}", "m-1"))
+    assert ack["seq"] >= 1 and not ack.get("duplicate")
+    again = await (await bus.publish(subjects.reply("u1"), b"{}", "m-1"))
+    assert again.get("duplicate") is True and again["seq"] == ack["seq"]
+    with pytest.raises(PublishRefused, match="no stream answered"):
+        await asyncio.wait_for(await bus.publish(f"{fresh_prefix}.nowhere", b"{}", "m-2"), 5.0)
+
+
+async def test_a_publish_whose_acknowledgement_never_comes_fails_after_the_timeout(nc, fresh_prefix):
+    # a plain subscriber takes the message and never answers: the acknowledgement is lost, as when
+    # the connection drops after the publish
+    subject = f"{fresh_prefix}.silent"
+    async def silent(msg) -> None:
+        pass
+
+    await nc.subscribe(subject, cb=silent)
+    bus = JetStreamBus(nc.jetstream(), ack_timeout_s=0.2)
+    t0 = time.monotonic()
+    fut = await bus.publish(subject, b"{}", "m-3")
+    with pytest.raises(TimeoutError, match="no acknowledgement"):
+        await asyncio.wait_for(fut, 5.0)
+    assert time.monotonic() - t0 >= 0.2
+    assert not bus._waiting  # nothing left behind
