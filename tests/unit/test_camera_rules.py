@@ -316,3 +316,44 @@ def test_flush_ends_every_open_event():
     ends = lc.flush(9.0)
     assert sorted(e.event_id for e in ends) == ["ev1", "ev2"] and all(e.phase == "end" for e in ends)
     assert lc.open == []
+
+
+def test_somebody_walking_in_where_a_person_just_left_the_zone_gets_an_event_of_its_own():
+    """Two people meeting in a gate: the first walks out of the zone (its event holds) while the tracker
+    still follows and finds it; a second person walking in right there is not the first one re-found."""
+    lc = Lifecycle(hold_off=1.0, new_id=ids())
+    first = cond(key=("intrusion", 1), since=0.0, track=(1, 0))
+    second = cond(key=("intrusion", 7), box=(104, 100, 144, 200), since=0.6, track=(7, 0))
+    out = []
+    for i, (conds, present) in enumerate([([first], {(1, 0)})] * 3 + [([], {(1, 0)})] + [([second], {(1, 0), (7, 0)})] * 3):
+        out += [(e.phase, e.event_id) for e in lc.step(round(i * DT, 3), conds, None, present=present)]
+    assert out == [("new", "ev1"), ("new", "ev2")]
+    # the first one no longer found (lost in the gate): the same person under a new id, one event
+    lc = Lifecycle(hold_off=1.0, new_id=ids())
+    out = []
+    for i, (conds, present) in enumerate([([first], {(1, 0)})] * 3 + [([], set())] + [([second], {(7, 0)})] * 3):
+        out += [(e.phase, e.event_id) for e in lc.step(round(i * DT, 3), conds, None, present=present)]
+    assert out == [("new", "ev1")]
+
+
+def test_a_track_that_took_somebody_else_does_not_continue_its_first_persons_event():
+    """The tracker's track 1 jumped onto a newcomer (`Track.subject` 1): the newcomer's intrusion is
+    a new event even where the first person's event holds; and a track first seen in the frame that last
+    found the holding event's person was seen beside them: somebody else too."""
+    lc = Lifecycle(hold_off=1.0, new_id=ids())
+    seq = [[cond(key=("intrusion", 1), since=0.0, track=(1, 0))]] * 3 + [[]] \
+        + [[cond(key=("intrusion", 1, 1), box=(104, 100, 144, 200), since=0.6, track=(1, 1))]] * 3
+    assert [(p, i) for _, p, i, _ in drive(lc, seq)] == [("new", "ev1"), ("new", "ev2")]
+    lc = Lifecycle(hold_off=1.0, new_id=ids())
+    seq = [[cond(key=("intrusion", 1), since=0.0)]] * 3 + [[]] + [[cond(key=("intrusion", 7), box=(104, 100, 144, 200), since=0.4)]] * 3
+    assert [(p, i) for _, p, i, _ in drive(lc, seq)] == [("new", "ev1"), ("new", "ev2")]
+
+
+def test_intrusion_key_and_since_follow_the_tracks_subject():
+    eng = RuleEngine(camera())
+    [c0] = eng.step(0.0, NIGHT, [person(1)])
+    assert c0.key == ("intrusion", 1) and c0.since == 0.0 and c0.track == (1, 0)
+    swapped = Track(id=1, label="person", box=(300, 250, 340, 350), score=0.8, confirmed=True, zones=("gate",),
+                    speed=0.2, subject=1, subject_t=0.4)
+    [c1] = eng.step(0.4, NIGHT, [swapped])
+    assert c1.key == ("intrusion", 1, 1) and c1.since == 0.4 and c1.track == (1, 1)
