@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,7 +63,6 @@ class _Event:
     snapshot_version: int = 0
     detail: dict[str, Any] = field(default_factory=dict)
     found_t: float | None = None  # when the detector last found its subject (`Condition.found`)
-    track: tuple[int, int] | None = None  # `Condition.track` of its subject
     # what was last published
     pub_t: float = 0.0
     pub_zones: int = 0
@@ -128,7 +127,7 @@ class Lifecycle:
             detail=dict(e.detail, snapshot_version=e.snapshot_version, updates=e.updates),
         )
 
-    def _rebind(self, c: Condition, active_keys: set[tuple[Any, ...]], present: Collection[Any] = ()) -> _Event | None:
+    def _rebind(self, c: Condition, active_keys: set[tuple[Any, ...]]) -> _Event | None:
         """An event of the same kind that is holding (its subject vanished) right where this condition is."""
         if c.box is None:
             return None
@@ -136,12 +135,8 @@ class Lifecycle:
         for key, e in self._events.items():
             if key in active_keys or e.kind != c.kind or e.last_box is None:
                 continue
-            if c.since is not None and e.found_t is not None and c.since <= e.found_t + 1e-9:
-                continue  # this subject was tracked while (or in the frame) that one was still being found: somebody else
-            if e.track is not None and (e.track in present or (c.track is not None and e.track[0] == c.track[0])):
-                # its subject is still followed and found (it just left the zone), or this is the same track
-                # under another subject (the tracker took the newcomer for somebody else): not a lost person
-                continue
+            if c.since is not None and e.found_t is not None and c.since < e.found_t - 1e-9:
+                continue  # this subject was tracked while that one was still being found: somebody else
             b, o = c.box, e.last_box
             h = max(1, max(b[3] - b[1], o[3] - o[1]))
             d = math.hypot((b[0] + b[2] - o[0] - o[2]) / 2.0, (b[1] + b[3] - o[1] - o[3]) / 2.0) / h
@@ -149,17 +144,14 @@ class Lifecycle:
                 best, best_d = e, d
         return best
 
-    def step(self, t: float, conditions: Sequence[Condition], snapshot: Callable[[], bytes | None] | None = None,
-             present: Collection[Any] = ()) -> list[AlertEvent]:
-        """`present` (optional): `Condition.track`s of the people tracked and found in this frame; an event of
-        one of them that is holding (the person left the zone) is not continued by somebody else."""
+    def step(self, t: float, conditions: Sequence[Condition], snapshot: Callable[[], bytes | None] | None = None) -> list[AlertEvent]:
         out: list[AlertEvent] = []
         keys = {c.key for c in conditions}
         for c in conditions:
             e = self._events.get(c.key)
             fresh = False
             if e is None:
-                e = self._rebind(c, keys, present)
+                e = self._rebind(c, keys)
                 if e is not None:
                     del self._events[e.key]
                     e.key = c.key
@@ -169,7 +161,6 @@ class Lifecycle:
                 self._events[c.key] = e
                 fresh = True
             e.last_seen = t
-            e.track = c.track
             if c.found:
                 e.found_t = t
             e.priority = min(e.priority, c.priority)

@@ -186,9 +186,7 @@ class Pipeline:
                 cache["jpeg"] = buf.tobytes() if ok else None
             return cache["jpeg"]
 
-        # people the tracker still follows and found now: an event of theirs is nobody else's to continue
-        present = {(tr.id, tr.subject) for tr in tracks if tr.misses == 0}
-        events = self.lifecycle.step(t, conditions, snapshot, present=present)
+        events = self.lifecycle.step(t, conditions, snapshot)
         return FrameResult(frame.index, t, list(m.boxes), detections, tracks, events)
 
     def _detect(self, image: np.ndarray, regions: list[Box], t: float) -> list[Detection]:

@@ -75,9 +75,6 @@ class Condition:
     # (the lifecycle does not let a track continue the event of one it was seen beside: two people)
     since: float | None = None
     found: bool = True
-    # the person's (track id, `Track.subject`): an event of the same track under another subject is somebody
-    # else's (the tracker swapped), and the lifecycle never continues it with this condition
-    track: tuple[int, int] | None = None
 
 
 CROWD_MAX_MISSES = 2  # analysed frames a crowd member may go unseen (hidden by the others) and still count
@@ -246,15 +243,11 @@ class RuleEngine:
         for tr in people:
             zones = tuple(z for z in tr.zones if z in watched)
             if zones:
-                since = self._first_seen.get(tr.id)
-                if tr.subject_t is not None and (since is None or tr.subject_t > since):
-                    since = tr.subject_t
                 out.append(
                     Condition(
-                        key=("intrusion", tr.id) if tr.subject == 0 else ("intrusion", tr.id, tr.subject), kind="intrusion",
-                        priority=rule.priority, zones=zones, label=tr.label,
+                        key=("intrusion", tr.id), kind="intrusion", priority=rule.priority, zones=zones, label=tr.label,
                         score=tr.score, box=tr.box, boxes=(self._person(tr),), quality=self._quality(tr.box, tr.score),
-                        detail={"track": tr.id}, since=since, found=tr.misses == 0, track=(tr.id, tr.subject),
+                        detail={"track": tr.id}, since=self._first_seen.get(tr.id), found=tr.misses == 0,
                     )
                 )
         return out

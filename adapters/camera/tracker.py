@@ -39,11 +39,6 @@ LOOK_WEIGHT = 2.0  # matching cost per unit of look distance
 # been taken by somebody else (two people crossing, HOG finding only one): speed is not measured
 # across such a jump, or the jump itself reads as a sprint (a false `running` alert).
 JUMP_BH = 0.6
-# Such a jump onto a track the detector did not find in the frame before (it coasted, or was carried by
-# its motion blob / not looked for) is most likely a swap: the person it
-# followed is still hidden and the detection is somebody else's (one walking in from the edge, one the
-# two met). The track then counts as following a new subject (`Track.subject`): events bound to a person
-# (intrusion) give the newcomer an event of its own instead of continuing the first person's.
 
 
 def look_distance(a: Sequence[float], b: Sequence[float]) -> float:
@@ -108,8 +103,6 @@ class _State:
     look: tuple[float, ...] | None = None  # appearance (see `Tracker.update`'s looks), smoothed over clear hits
     looks: int = 0  # clear hits that went into `look`
     speed_from: float = float("-inf")  # speed is measured over matched points from this time on (see JUMP_BH)
-    subject: int = 0  # +1 at each likely swap (a jump after coasting, see JUMP_BH)
-    subject_t: float | None = None
 
 
 class Tracker:
@@ -301,13 +294,6 @@ class Tracker:
             p = self._predict(s, t)
             if math.hypot(cx - (p[0] + p[2]) / 2, cy - (p[1] + p[3]) / 2) / max(h, p[3] - p[1], 1.0) > JUMP_BH:
                 s.speed_from = t
-                if s.misses > 0 or s.rested > 0:
-                    s.subject += 1
-                    s.subject_t = t
-                    # the newcomer's zones are its own: not the first person's, held by the zones' inertia
-                    s.zones.clear()
-                    s.inside.clear()
-                    s.outside.clear()
         _steer(s, cx, cy, t - s.last_t)
         # smooth the box a little against detector jitter (size more than position)
         hb = [float(v) for v in b]
@@ -432,8 +418,6 @@ class Tracker:
             zones=tuple(s.zones),
             speed=round(s.speed, 4),
             misses=s.misses,
-            subject=s.subject,
-            subject_t=s.subject_t,
         )
 
     def misses(self, track_id: int) -> int:

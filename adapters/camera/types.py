@@ -63,9 +63,6 @@ class Track:
     zones: tuple[str, ...]  # zones its bottom-centre is in (after inertia)
     speed: float  # body heights per second, smoothed
     misses: int = 0  # analysed frames since the detector last found it (0: found now, or not looked for)
-    # which person the track follows: 0 at first, +1 each time it is likely somebody else (see tracker.SWAP)
-    subject: int = 0
-    subject_t: float | None = None  # when it began following that person (None: at its first frame)
 
 
 @dataclass

@@ -83,33 +83,3 @@ def test_a_runner_keeps_its_speed_without_counting_as_a_jump():
         tr.update([person(50 + 50 * k)], 0.2 * k)
     (s,) = tr.active
     assert s.speed > 2.0, s.speed
-
-
-def test_a_jump_onto_a_track_the_detector_had_lost_is_a_new_subject():
-    """A walker the detector loses for a frame (hidden in a group, HOG finding only the other) and whose
-    track then takes a detection 1 body height off, where somebody else walks in: the track counts as
-    following a new person (its `subject`), whose zones start afresh; a jump right after a frame that
-    found the walker (detector jitter, the sprint test above) does not."""
-    from dispatch.district import Zone
-
-    gate = Zone(name="gate", polygon=[(0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0)], inertia=2)
-    tr = Tracker(Objects(), [gate], (640, 360))
-    for k in range(6):
-        tr.update([person(300 + 5 * k)], 0.2 * k)
-    (s,) = tr.active
-    assert s.subject == 0 and s.zones == ("gate",)
-    tr.update([], 1.2)  # lost: coasts
-    (c,) = tr.active
-    assert c.misses == 1 and c.subject == 0
-    tr.update([person(255)], 1.4)  # 0.8 body heights behind where the walker should be: somebody else
-    (j,) = tr.active
-    assert j.id == s.id and j.subject == 1 and j.subject_t == 1.4
-    assert j.zones == (), "the newcomer's zones are its own (the zone's inertia starts again)"
-    tr.update([person(258)], 1.6)
-    assert tr.active[0].zones == ("gate",) and tr.active[0].subject == 1
-
-    tr = Tracker(Objects(), [gate], (640, 360))
-    for k in range(6):
-        tr.update([person(300 + 5 * k)], 0.2 * k)
-    tr.update([person(215 + 200)], 1.2)  # found in the frame before: jitter or a crossing, not counted
-    assert [(a.id, a.subject) for a in tr.active] == [(1, 0)]
