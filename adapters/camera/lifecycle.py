@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +63,7 @@ class _Event:
     snapshot_version: int = 0
     detail: dict[str, Any] = field(default_factory=dict)
     found_t: float | None = None  # when the detector last found its subject (`Condition.found`)
+    track: int | None = None  # `Condition.track` of its subject
     # what was last published
     pub_t: float = 0.0
     pub_zones: int = 0
@@ -127,7 +128,7 @@ class Lifecycle:
             detail=dict(e.detail, snapshot_version=e.snapshot_version, updates=e.updates),
         )
 
-    def _rebind(self, c: Condition, active_keys: set[tuple[Any, ...]]) -> _Event | None:
+    def _rebind(self, c: Condition, active_keys: set[tuple[Any, ...]], present: Collection[Any] = ()) -> _Event | None:
         """An event of the same kind that is holding (its subject vanished) right where this condition is."""
         if c.box is None:
             return None
@@ -135,8 +136,10 @@ class Lifecycle:
         for key, e in self._events.items():
             if key in active_keys or e.kind != c.kind or e.last_box is None:
                 continue
-            if c.since is not None and e.found_t is not None and c.since < e.found_t - 1e-9:
-                continue  # this subject was tracked while that one was still being found: somebody else
+            if c.since is not None and e.found_t is not None and c.since <= e.found_t + 1e-9:
+                continue  # this subject was tracked while (or in the frame) that one was still being found: somebody else
+            if e.track is not None and e.track in present:
+                continue  # its subject is still followed and found by the detector now (it left the zone): not lost
             b, o = c.box, e.last_box
             h = max(1, max(b[3] - b[1], o[3] - o[1]))
             d = math.hypot((b[0] + b[2] - o[0] - o[2]) / 2.0, (b[1] + b[3] - o[1] - o[3]) / 2.0) / h
@@ -144,14 +147,17 @@ class Lifecycle:
                 best, best_d = e, d
         return best
 
-    def step(self, t: float, conditions: Sequence[Condition], snapshot: Callable[[], bytes | None] | None = None) -> list[AlertEvent]:
+    def step(self, t: float, conditions: Sequence[Condition], snapshot: Callable[[], bytes | None] | None = None,
+             present: Collection[Any] = ()) -> list[AlertEvent]:
+        """`present` (optional): ids of the tracks the detector found in this frame (not coasting, not carried by
+        their blob, not skipped); a holding event of one of them (the person left the zone) is nobody else's."""
         out: list[AlertEvent] = []
         keys = {c.key for c in conditions}
         for c in conditions:
             e = self._events.get(c.key)
             fresh = False
             if e is None:
-                e = self._rebind(c, keys)
+                e = self._rebind(c, keys, present)
                 if e is not None:
                     del self._events[e.key]
                     e.key = c.key
@@ -161,6 +167,7 @@ class Lifecycle:
                 self._events[c.key] = e
                 fresh = True
             e.last_seen = t
+            e.track = c.track
             if c.found:
                 e.found_t = t
             e.priority = min(e.priority, c.priority)

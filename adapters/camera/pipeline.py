@@ -186,7 +186,10 @@ class Pipeline:
                 cache["jpeg"] = buf.tobytes() if ok else None
             return cache["jpeg"]
 
-        events = self.lifecycle.step(t, conditions, snapshot)
+        # tracks the detector found now (`hit_ids`: not coasting, not carried by their blob, not skipped): an event
+        # of theirs that holds (the person left the zone) is not continued by somebody walking in there
+        present = {tid for tid, _ in self.tracker.hit_ids()}
+        events = self.lifecycle.step(t, conditions, snapshot, present=present)
         return FrameResult(frame.index, t, list(m.boxes), detections, tracks, events)
 
     def _detect(self, image: np.ndarray, regions: list[Box], t: float) -> list[Detection]:

@@ -75,6 +75,9 @@ class Condition:
     # (the lifecycle does not let a track continue the event of one it was seen beside: two people)
     since: float | None = None
     found: bool = True
+    # a person's condition: its track id. An event whose track the detector found in this frame (the person
+    # is still followed, just out of the zone) is not continued by somebody else (see Lifecycle.step's `present`)
+    track: int | None = None
 
 
 CROWD_MAX_MISSES = 2  # analysed frames a crowd member may go unseen (hidden by the others) and still count
@@ -247,7 +250,7 @@ class RuleEngine:
                     Condition(
                         key=("intrusion", tr.id), kind="intrusion", priority=rule.priority, zones=zones, label=tr.label,
                         score=tr.score, box=tr.box, boxes=(self._person(tr),), quality=self._quality(tr.box, tr.score),
-                        detail={"track": tr.id}, since=self._first_seen.get(tr.id), found=tr.misses == 0,
+                        detail={"track": tr.id}, since=self._first_seen.get(tr.id), found=tr.misses == 0, track=tr.id,
                     )
                 )
         return out
