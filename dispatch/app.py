@@ -21,7 +21,7 @@ from faststream.nats import DeliverPolicy, JStream, NatsBroker, NatsMessage
 
 from dispatch.core.decide import EngineState
 from dispatch.engine import EngineShell
-from dispatch.store import JetStreamBus, KVStore, ensure_streams
+from dispatch.store import JetStreamBus, KVStore, ack_numbers, ensure_streams
 from dispatch.subjects import Subjects
 
 log = structlog.get_logger("dispatch.app")
@@ -48,20 +48,14 @@ class EngineRuntime:
 
 def _redelivered(msg: NatsMessage) -> bool:
     """Whether JetStream delivers the message again: its delivery count, read straight from the
-    acknowledgement subject (`$JS.ACK.<stream>.<consumer>.<delivered>...`, or with domain and account
-    hash after `ACK`), as nats-py's `metadata` reads it, without building the whole metadata."""
+    acknowledgement subject (`store.ack_numbers`), without building nats-py's whole metadata."""
     try:
         reply = msg.raw_message.reply
         if not reply or not reply.startswith("$JS.ACK."):
             return False  # core NATS messages and the test broker carry no JetStream metadata
-        tokens = reply.split(".")
-        return int(tokens[4] if len(tokens) == _V1_ACK_TOKENS else tokens[_V2_NUM_DELIVERED]) > 1
+        return ack_numbers(reply)[0] > 1
     except Exception:
         return False
-
-
-_V1_ACK_TOKENS = 9  # $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>
-_V2_NUM_DELIVERED = 6  # $JS.ACK.<domain>.<account hash>.<stream>.<consumer>.<delivered>...
 
 
 def _cheap_log_context(sub: Any) -> None:

@@ -88,19 +88,11 @@ class _Inline:
     def cancelled(self) -> bool:
         return False
 
-    def done(self) -> bool:
-        return False
-
     def set_result(self, msg: Any) -> None:
         try:
             self.handle(msg)
         except Exception:  # pragma: no cover - the handlers below catch what they expect
             log.exception("handling an answer failed", subject=getattr(msg, "subject", "?"))
-
-
-async def subscribe_inline(nc: Any, subject: str, handle: Callable[[Any], None]) -> Any:
-    """Subscribe so that each message is handled inside nats-py's read loop (see `_Inline`)."""
-    return await nc.subscribe(subject, future=_Inline(handle))  # type: ignore[arg-type]
 
 
 class _AnswerInbox:
@@ -119,13 +111,29 @@ class _AnswerInbox:
             async with self._lock:
                 if self.prefix is None:
                     prefix = nc.new_inbox() + "."
-                    await subscribe_inline(nc, prefix + "*", self.handle)
+                    await nc.subscribe(prefix + "*", future=_Inline(self.handle))  # type: ignore[arg-type]
                     self.prefix = prefix
         return self.prefix
 
 
 def _token_of(subject: str) -> str:
     return subject[subject.rfind(".") + 1:]
+
+
+def _publish_answer(msg: Any) -> tuple[dict[str, Any] | None, int | None, str]:
+    """A JetStream publish answer (a key-value write is one): (the acknowledgement with its `seq`, None,
+    "") when the message is stored, else (None, JetStream's error code or None, why)."""
+    try:
+        resp = json.loads(msg.data)
+    except ValueError:  # no JSON: a status message, "no responders" when no stream takes the subject
+        status = (msg.headers or {}).get("Status", "")
+        return None, None, f"no stream answered (status {status or 'none'})"
+    err = resp.get("error") if isinstance(resp, dict) else None
+    if err:
+        return None, err.get("err_code"), str(err.get("description", err))
+    if isinstance(resp, dict) and "seq" in resp:
+        return resp, None, ""
+    return None, None, f"unexpected answer {msg.data[:200]!r}"
 
 
 class Store(Protocol):
@@ -249,8 +257,8 @@ class KVStore:
         # watcher's `known`), so an older revision of it arriving late is recognised too.
         self._mine: dict[str, set[int]] = {subjects.bucket_units: set(), subjects.bucket_incidents: set()}
         self._answers = _AnswerInbox(self._on_reply)
-        # reply token -> its burst of writes, place in it, and the bucket's set of our revisions
-        self._waiting: dict[str, tuple[_Burst, int, set[int]]] = {}
+        # reply token -> its burst of writes, place in it, and the bucket written
+        self._waiting: dict[str, tuple[_Burst, int, str]] = {}
         self._token = 0
 
     async def open(self) -> "KVStore":
@@ -303,7 +311,7 @@ class KVStore:
                 self._token += 1
                 token = str(self._token)
                 kv = self._bucket(rec)
-                self._waiting[token] = (burst, i, self._mine[kv._name])
+                self._waiting[token] = (burst, i, kv._name)
                 tokens.append(token)
                 await nc.publish(
                     f"{kv._pre}{rec.id}", rec.dump(), reply=prefix + token,
@@ -345,25 +353,14 @@ class KVStore:
         waiting = self._waiting.pop(_token_of(msg.subject), None)
         if waiting is None:
             return
-        burst, i, mine = waiting
-        try:
-            resp = json.loads(msg.data)
-        except ValueError:
-            status = (msg.headers or {}).get("Status", "")
-            burst.answer(i, _WriteRefused(None, f"no stream answered (status {status or 'none'})"))
+        burst, i, bucket = waiting
+        ack, code, why = _publish_answer(msg)
+        if ack is None:
+            burst.answer(i, _WriteRefused(code, why))
             return
-        err = resp.get("error") if isinstance(resp, dict) else None
-        if err:
-            burst.answer(i, _WriteRefused(err.get("err_code"), str(err.get("description", err))))
-        elif isinstance(resp, dict) and "seq" in resp:
-            rev = int(resp["seq"])
-            # noted before the writer even resumes: the watch may bring the write back first
-            if len(mine) >= self.MINE_LIMIT:
-                mine.clear()  # nobody is watching: forget, the watch would only parse a few records again
-            mine.add(rev)
-            burst.answer(i, rev)
-        else:
-            burst.answer(i, _WriteRefused(None, f"unexpected answer {msg.data[:200]!r}"))
+        rev = int(ack["seq"])
+        self._note_mine(bucket, rev)  # before the writer even resumes: the watch may bring the write back first
+        burst.answer(i, rev)
 
     async def _create(self, rec: Rec) -> int | BaseException:
         kv = self._bucket(rec)
@@ -437,12 +434,13 @@ class KVStore:
                 t.cancel()
 
 
-def _stream_seq(reply: str) -> int:
-    """The stream sequence (the key-value revision) in a JetStream delivery's reply subject:
-    `$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>...`, or with a domain and account hash
-    after `ACK` (12 tokens)."""
+def ack_numbers(reply: str) -> tuple[int, int]:
+    """(delivery count, stream sequence) from a JetStream delivery's reply subject, as nats-py's
+    `metadata` reads them without building the rest: `$JS.ACK.<stream>.<consumer>.<delivered>.<stream
+    seq>.<consumer seq>.<time>.<pending>` (9 tokens), or with a domain and an account hash after `ACK`.
+    For a key-value watch the stream sequence is the revision."""
     t = reply.split(".")
-    return int(t[5] if len(t) == 9 else t[7])
+    return (int(t[4]), int(t[5])) if len(t) == 9 else (int(t[6]), int(t[7]))
 
 
 def _already_held(rev: int, key: str, cls: type[Rec], mine: set[int], known: Known | None) -> bool:
@@ -477,7 +475,7 @@ def _drop_known_early(watcher: Any, kv: Any, cls: type[Rec], mine: set[int], kno
         # the subscription's task still counts the message as delivered (flow control stays exact)
         if watcher._init_done and msg.reply:
             try:
-                rev = _stream_seq(msg.reply)
+                rev = ack_numbers(msg.reply)[1]
             except (ValueError, IndexError):
                 rev = -1
             if rev > 0 and _already_held(rev, msg.subject[len(pre):], cls, mine, known):
@@ -550,17 +548,11 @@ class JetStreamBus:
         if waiting is None or waiting[0].done():
             return
         fut = waiting[0]
-        try:
-            resp = json.loads(msg.data)
-        except ValueError:
-            status = (msg.headers or {}).get("Status", "")
-            fut.set_exception(PublishRefused(f"no stream answered (status {status or 'none'})"))
-            return
-        if not isinstance(resp, dict) or "seq" not in resp:
-            err = resp.get("error") if isinstance(resp, dict) else None
-            fut.set_exception(PublishRefused(f"publish refused: {err or msg.data[:200]!r}"))
-            return
-        fut.set_result(resp)
+        ack, _, why = _publish_answer(msg)
+        if ack is None:
+            fut.set_exception(PublishRefused(f"publish refused: {why}"))
+        else:
+            fut.set_result(ack)
 
     async def last_message(self, stream: str, subject: str) -> tuple[str, datetime] | None:
         from nats.js.errors import NotFoundError

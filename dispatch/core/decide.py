@@ -607,8 +607,7 @@ class _Decision:
                 return "not in this drill" if exercise else f"in drill {u.exercise}"
             if u.state is not available:
                 return f"{u.state.value}" + (f" on incident {u.incident}" if u.incident else "")
-            ok = fits.get(u.kind)
-            if not (ok if ok is not None else allows(kind, u.kind)):
+            if not fits[u.kind]:  # every UnitKind is in `fits`
                 return f"{u.kind.value} units do not take {kind.value} incidents"
             if tried and u.id in tried:
                 return "already asked for this incident"

@@ -1,0 +1,39 @@
+"""The store's readers of JetStream's own subjects and answers: pure functions, no server."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dispatch.store import _publish_answer, ack_numbers
+
+
+@dataclass
+class Msg:
+    data: bytes
+    headers: dict[str, str] | None = None
+
+
+def test_ack_numbers_reads_the_delivery_count_and_stream_sequence_of_both_subject_layouts():
+    assert ack_numbers("$JS.ACK.ALERTS.engine.3.1042.17.1732960000000000000.0") == (3, 1042)
+    # with a domain and an account hash after ACK (and a trailing token)
+    assert ack_numbers("$JS.ACK.hub.ACCHASH.ALERTS.engine.1.77.5.1732960000000000000.2.x") == (1, 77)
+
+
+def test_a_stored_publish_answer_gives_its_acknowledgement():
+    ack, code, why = _publish_answer(Msg(b'{"stream":"KV_units","seq":12}'))
+    assert ack == {"stream": "KV_units", "seq": 12} and code is None and why == ""
+
+
+def test_a_refused_write_gives_jetstreams_error_code_and_description():
+    ack, code, why = _publish_answer(Msg(b'{"error":{"code":400,"err_code":10071,"description":"wrong last sequence: 4"}}'))
+    assert ack is None and code == 10071 and why == "wrong last sequence: 4"
+
+
+def test_no_stream_for_the_subject_is_told_by_the_status_of_the_empty_answer():
+    ack, code, why = _publish_answer(Msg(b"", {"Status": "503"}))
+    assert ack is None and code is None and why == "no stream answered (status 503)"
+
+
+def test_an_answer_without_a_sequence_is_unexpected_and_quoted():
+    ack, code, why = _publish_answer(Msg(b'{"stream":"X"}'))
+    assert ack is None and code is None and why.startswith("unexpected answer b'{\"stream\"")
