@@ -1,4 +1,5 @@
-"""A small district with a river and one bridge, for engine tests (imported as `district_fixtures`)."""
+"""A small district with a river and one bridge, for engine tests, and a camera config for the camera
+adapter's tests (imported as `district_fixtures`)."""
 
 from __future__ import annotations
 
@@ -50,3 +51,12 @@ def make_district(units=None, policy=None, cameras=None):
             "policy": policy or {},
         }
     )
+
+
+def make_camera(zones, rules, **fields):
+    """One camera of a district file for the camera adapter's tests: its `zones` and `rules` as there,
+    placeholders for the rest (`fields` override them)."""
+    from dispatch.district import Camera
+
+    base = {"id": "cam01", "name": "gate", "community": "x", "position": {"lat": 30.2, "lon": 114.9}, "stream": "clip.mp4"}
+    return Camera.model_validate({**base, **fields, "zones": zones, "rules": rules})

@@ -169,11 +169,13 @@ class Pipeline:
         tracks = self.tracker.update(detections, t, self._rest, looks, self._carried)
         self._rest = set()
         self._carried = {}
+        # the people the detector found in this frame (not coasting, not carried by their blob, not skipped)
+        hits = self.tracker.hit_ids()
         if self.carry_every > 1:
-            self._calibrate(regions)
+            self._calibrate(regions, hits)
         if self.perspective is not None:
             confirmed = {tr.id for tr in tracks if tr.confirmed}
-            for tid, b in self.tracker.hit_ids():
+            for tid, b in hits:
                 if tid in confirmed and b[3] < self.size[1] - 2 and b[1] > 2:
                     self.perspective.add(b[3], b[3] - b[1])
         conditions = self.rules.step(t, self.clock_minutes(t), tracks, m.tamper)
@@ -186,9 +188,8 @@ class Pipeline:
                 cache["jpeg"] = buf.tobytes() if ok else None
             return cache["jpeg"]
 
-        # tracks the detector found now (`hit_ids`: not coasting, not carried by their blob, not skipped): an event
-        # of theirs that holds (the person left the zone) is not continued by somebody walking in there
-        present = {tid for tid, _ in self.tracker.hit_ids()}
+        # an event of a person found now that holds (they left the zone) is not continued by somebody walking in
+        present = {tid for tid, _ in hits}
         events = self.lifecycle.step(t, conditions, snapshot, present=present)
         return FrameResult(frame.index, t, list(m.boxes), detections, tracks, events)
 
@@ -289,12 +290,12 @@ class Pipeline:
             return None
         return main[0]
 
-    def _calibrate(self, regions: list[Box]) -> None:
+    def _calibrate(self, regions: list[Box], hits: list[tuple[int, Box]]) -> None:
         """For each person the detector found in this frame alone in a motion blob: where the blob lies
         against the box (the blob is the dilated mask: larger, and lower at the feet)."""
         live = {tid: b for tid, b in self.tracker.predicted(self._last_t or 0.0)}
         cal: dict[int, tuple[float, ...]] = {}
-        hit = dict(self.tracker.hit_ids())
+        hit = dict(hits)
         for tid, b in hit.items():
             r = self._alone_in(b, regions, [o for k, o in live.items() if k != tid])
             if r is None:

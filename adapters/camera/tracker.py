@@ -46,6 +46,11 @@ def look_distance(a: Sequence[float], b: Sequence[float]) -> float:
     return max((abs(x - y) for x, y in zip(a, b)), default=0.0)
 
 
+def _label(s: "_State") -> str:
+    """The label a track was given most often ("person", "vehicle")."""
+    return s.labels.most_common(1)[0][0]
+
+
 def _settled(s: "_State") -> bool:
     """Confirmed, seen in the last frame, with a history, not turning back and forth: a track whose
     velocity can be trusted for a frame or two without the detector."""
@@ -142,7 +147,7 @@ class Tracker:
         W, H = self.size
         out = []
         for s in self._tracks:
-            if label is not None and s.labels.most_common(1)[0][0] != label:
+            if label is not None and _label(s) != label:
                 continue
             b = self._predict(s, t)
             out.append((max(0, int(b[0])), max(0, int(b[1])), min(W, int(math.ceil(b[2]))), min(H, int(math.ceil(b[3])))))
@@ -150,7 +155,7 @@ class Tracker:
 
     def predicted(self, t: float, label: str | None = None) -> list[tuple[int, Box]]:
         """(track id, predicted box) of the live tracks (of `label`)."""
-        ids = [s.id for s in self._tracks if label is None or s.labels.most_common(1)[0][0] == label]
+        ids = [s.id for s in self._tracks if label is None or _label(s) == label]
         return list(zip(ids, self.predicted_boxes(t, label)))
 
     def _predict(self, s: _State, t: float) -> list[float]:
@@ -176,7 +181,7 @@ class Tracker:
         blob instead (see `update`'s `carried`)."""
         return {
             s.id for s in self._tracks
-            if s.rested < max_rested and s.labels.most_common(1)[0][0] == "person" and _settled(s)
+            if s.rested < max_rested and _label(s) == "person" and _settled(s)
         }
 
     def update(
@@ -218,7 +223,7 @@ class Tracker:
                 dist = math.hypot((b[0] + b[2]) / 2 - pcx, (b[1] + b[3]) / 2 - pcy) / max(ph, bh)
                 if ov < 0.1 and dist > self.max_dist:
                     continue
-                label_penalty = 0.0 if s.labels.most_common(1)[0][0] == d.label else 0.5
+                label_penalty = 0.0 if _label(s) == d.label else 0.5
                 unlike = 0.0
                 lk = dlooks[j]
                 if s.look is not None and lk is not None and s.looks >= LOOK_SETTLED:
@@ -339,7 +344,7 @@ class Tracker:
         return [
             (s.id, (int(s.box[0]), int(s.box[1]), int(math.ceil(s.box[2])), int(math.ceil(s.box[3]))))
             for s in self._tracks
-            if s.misses == 0 and s.rested == 0 and s.last_t == self._last_t and s.labels.most_common(1)[0][0] == "person"
+            if s.misses == 0 and s.rested == 0 and s.last_t == self._last_t and _label(s) == "person"
         ]
 
     def _speed(self, s: _State, t: float) -> None:
@@ -369,7 +374,7 @@ class Tracker:
         # HOG likes) never do
         (_, x0, y0, _), (_, x1, y1, _) = s.history[0], s.history[-1]
         moved = math.hypot(x1 - x0, y1 - y0)
-        if s.labels.most_common(1)[0][0] == "vehicle":
+        if _label(s) == "vehicle":
             if moved < 0.6 * max(1.0, s.box[2] - s.box[0]):
                 return
         elif moved < 0.25 * max(1.0, s.box[3] - s.box[1]):

@@ -19,6 +19,7 @@ from adapters.camera.detectors import iou
 from adapters.camera.pipeline import Pipeline
 from adapters.camera.types import AlertEvent, Frame
 from dispatch.district import Camera
+from district_fixtures import make_camera
 from simulators.scene import GATE_ZONE, SCENARIOS, STREET_ZONE, point_in_polygon, write_clip
 
 NIGHT, NOON = 23 * 60, 12 * 60
@@ -34,20 +35,11 @@ def camera(**rules) -> Camera:
         "tamper": {"seconds": 3},
     }
     base.update(rules)
-    return Camera.model_validate(
-        {
-            "id": "cam01",
-            "name": "gate",
-            "community": "gongren-xincun",
-            "position": {"lat": 30.206, "lon": 114.897},
-            "stream": "clip.mp4",
-            "zones": [
-                {"name": "gate", "polygon": GATE_ZONE, "restricted": True, "schedule": "22:00-06:00"},
-                {"name": "street", "polygon": STREET_ZONE},
-            ],
-            "rules": base,
-        }
-    )
+    zones = [
+        {"name": "gate", "polygon": GATE_ZONE, "restricted": True, "schedule": "22:00-06:00"},
+        {"name": "street", "polygon": STREET_ZONE},
+    ]
+    return make_camera(zones, base, community="gongren-xincun", position={"lat": 30.206, "lon": 114.897})
 
 
 class Clip:

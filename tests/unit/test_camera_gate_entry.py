@@ -10,6 +10,7 @@ from adapters.camera.rules import Condition, RuleEngine
 from adapters.camera.tracker import Tracker
 from adapters.camera.types import Detection
 from dispatch.district import Camera
+from district_fixtures import make_camera
 
 FPS = 5.0
 DT = 1.0 / FPS
@@ -18,17 +19,8 @@ SIZE = (640, 360)
 
 
 def camera(**rules) -> Camera:
-    return Camera.model_validate(
-        {
-            "id": "cam01",
-            "name": "gate",
-            "community": "x",
-            "position": {"lat": 30.2, "lon": 114.9},
-            "stream": "clip.mp4",
-            "zones": [{"name": "gate", "polygon": [[0.1, 0.45], [0.9, 0.45], [0.95, 1], [0.05, 1]], "restricted": True, "schedule": "22:00-06:00"}],
-            "rules": rules,
-        }
-    )
+    zones = [{"name": "gate", "polygon": [[0.1, 0.45], [0.9, 0.45], [0.95, 1], [0.05, 1]], "restricted": True, "schedule": "22:00-06:00"}]
+    return make_camera(zones, rules)
 
 
 def box(x: float, y: float = 300.0, h: float = 100.0) -> Detection:

@@ -18,6 +18,7 @@ from adapters.camera.rules import (
 )
 from adapters.camera.types import Track
 from dispatch.district import Camera, OfflineRule
+from district_fixtures import make_camera
 
 FPS = 5.0
 DT = 1.0 / FPS
@@ -25,20 +26,11 @@ NIGHT, NOON = 23 * 60, 12 * 60
 
 
 def camera(**rules) -> Camera:
-    return Camera.model_validate(
-        {
-            "id": "cam01",
-            "name": "gate",
-            "community": "x",
-            "position": {"lat": 30.2, "lon": 114.9},
-            "stream": "clip.mp4",
-            "zones": [
-                {"name": "gate", "polygon": [[0.3, 0.45], [0.7, 0.45], [0.82, 1], [0.18, 1]], "restricted": True, "schedule": "22:00-06:00"},
-                {"name": "street", "polygon": [[0, 0.3], [1, 0.3], [1, 1], [0, 1]]},
-            ],
-            "rules": rules,
-        }
-    )
+    zones = [
+        {"name": "gate", "polygon": [[0.3, 0.45], [0.7, 0.45], [0.82, 1], [0.18, 1]], "restricted": True, "schedule": "22:00-06:00"},
+        {"name": "street", "polygon": [[0, 0.3], [1, 0.3], [1, 1], [0, 1]]},
+    ]
+    return make_camera(zones, rules)
 
 
 def person(id: int, x: float = 320, y: float = 300, h: float = 100, zones=("gate",), speed=0.2, confirmed=True, score=0.8) -> Track:
