@@ -40,7 +40,8 @@ Keys (fps = frames of the 15 fps file consumed per CPU second):
   (dispatch/natsserver.py). For each scripted entry into the gate (ground truth
   from the renderer: the first frame whose ground point is in the zone) the time
   from the moment that frame was served to the publish-ack of the `new`
-  intrusion alert for that person (matched by its box against the truth boxes).
+  intrusion alert for that person (matched by its box against the truth boxes, one alert
+  to one entry: `credit_alerts`).
   Entries shorter than 1 s are not counted; entries without an alert are listed
   in ``latency.missed`` (and counted in ``event_latency_events``). Wall-clock
   times, so this one depends on the load of the machine.
@@ -326,29 +327,12 @@ async def _latency_run(clip: Path, cameras: int, seconds: float, folder: Path) -
         def served(t_video: float) -> float:  # wall time at which the frame of video time t was sent
             return started_wall + (file_base + t_video * sfps) / sfps
 
-        # each new intrusion alert -> the scripted person it boxes (truth at its first frame)
-        first_ack: dict[tuple[str, float], float] = {}
-        news = [(ts, a) for ts, a in acks if a["camera"] == cid and a["kind"] == "intrusion" and a["phase"] == "new"]
-        unmatched = 0
-        for ts, a in news:
-            t0 = _dt.datetime.fromisoformat(a["start_time"].replace("Z", "+00:00")).timestamp()
-            tv = t0 - served(0.0)
-            k = int(round(tv * fps))
-            if not (0 <= k < len(truth)) or not a.get("box"):
-                unmatched += 1
-                continue
-            best = max(truth[k]["actors"], key=lambda x: iou(x["box"], a["box"]), default=None)
-            if best is None or iou(best["box"], a["box"]) < 0.2:
-                unmatched += 1
-                continue
-            # the truth entry of that person that this alert belongs to (the latest one begun by then, with slack)
-            mine = [e for e in intrusions if best["id"] in e["ids"] and e["start"] <= tv + 0.5]
-            if not mine:
-                unmatched += 1
-                continue
-            ev = max(mine, key=lambda e: e["start"])
-            key = (ev["ids"][0], ev["start"])
-            first_ack.setdefault(key, (ts, t0))
+        news = []
+        for ts, a in acks:
+            if a["camera"] == cid and a["kind"] == "intrusion" and a["phase"] == "new":
+                t0 = _dt.datetime.fromisoformat(a["start_time"].replace("Z", "+00:00")).timestamp()
+                news.append((ts, t0, t0 - served(0.0), a.get("box")))
+        first_ack, unmatched = credit_alerts(news, truth, intrusions, fps)
         seen = 0
         cam_lat = []
         split: list[tuple[float, float]] = []
@@ -385,6 +369,44 @@ async def _latency_run(clip: Path, cameras: int, seconds: float, folder: Path) -
         "condition_to_ack_ms_max": _r(max((b for _, b in splits), default=None)),
         "cameras": per_cam,
     }
+
+
+def credit_alerts(
+    news: list[tuple[float, float, float, Any]], truth: list[dict[str, Any]], intrusions: list[dict[str, Any]], fps: float
+) -> tuple[dict[tuple[str, float], tuple[float, float]], int]:
+    """Each `new` intrusion alert, in acknowledgement order, to the scripted gate entry it reports:
+    (entry's person, entry's start) -> (ack wall time, alert start wall time); and how many alerts
+    matched no entry. `news` holds (ack time, start time, start in video seconds, box).
+
+    The candidates are the people whose truth box (at the alert's first frame) overlaps the alert's
+    box with IoU >= 0.2, best first. An alert goes to the best candidate whose entry has no alert
+    yet, and only when all have one is it a repeat for the best. With best-IoU alone, two people
+    who meet in the gate and are alerted 0.2-0.4 s apart were both credited to whichever of them the
+    second alert's box (drawn between the two) overlapped more, and the other was listed as missed
+    although their alert had been sent. This is the usual one-to-one matching of multi-object
+    tracking metrics, done greedily in time order."""
+    credited: dict[tuple[str, float], tuple[float, float]] = {}
+    unmatched = 0
+    for ts, t0, tv, box in news:
+        k = int(round(tv * fps))
+        if not (0 <= k < len(truth)) or not box:
+            unmatched += 1
+            continue
+        keys = []
+        for actor in sorted(truth[k]["actors"], key=lambda x: -iou(x["box"], box)):
+            if iou(actor["box"], box) < 0.2:
+                break
+            # the entry of that person this alert belongs to: the latest begun by then (with slack)
+            mine = [e for e in intrusions if actor["id"] in e["ids"] and e["start"] <= tv + 0.5]
+            if mine:
+                ev = max(mine, key=lambda e: e["start"])
+                keys.append((ev["ids"][0], ev["start"]))
+        if not keys:
+            unmatched += 1
+            continue
+        key = next((c for c in keys if c not in credited), keys[0])
+        credited.setdefault(key, (ts, t0))
+    return credited, unmatched
 
 
 def _r(x: float | None) -> float | None:
