@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 
 import cv2
 
+from adapters.camera.frameclock import FrameClock
 from adapters.camera.types import Frame, FrameSource, SourceError
 
 __all__ = [
@@ -102,6 +103,7 @@ class NetworkSource:
         self.read_timeout_s = float(read_timeout_s)
         self._cap: Any = None
         self._index = 0
+        self.clock = FrameClock()
         self.shown = redact(url)
 
     def _probe_tcp(self) -> None:
@@ -149,6 +151,7 @@ class NetworkSource:
         self._cap = cap
         # RTSP carries the camera's rate; over HTTP (MJPEG) FFmpeg reports a placeholder (25)
         self.fps = _native_fps(cap) if self.url.lower().startswith("rtsp") else None
+        self.clock = FrameClock(self.fps)
 
     def read(self) -> Frame | None:
         if self._cap is None:
@@ -162,7 +165,8 @@ class NetworkSource:
             what = "no frame could be decoded" if self._index == 0 else "the stream ended or broke"
             raise SourceError(f"no frame from {self.shown}: {what}")
         self._index += 1
-        return Frame(image=image, t=time.time(), index=self._index)
+        # frames that queued while we were held up get their capture time, not the time we read them
+        return Frame(image=image, t=self.clock.stamp(time.time(), time.monotonic() - t0), index=self._index)
 
     def close(self) -> None:
         if self._cap is not None:
@@ -186,6 +190,7 @@ class DeviceSource:
         self.read_timeout_s = read_timeout_s
         self._cap: Any = None
         self._index = 0
+        self.clock = FrameClock()
 
     def open(self) -> None:
         self.close()
@@ -198,15 +203,17 @@ class DeviceSource:
             raise SourceError(f"cannot open {self.url}: the device refused (busy, no permission, or not a camera)")
         self._cap = cap
         self.fps = _native_fps(cap)
+        self.clock = FrameClock(self.fps)
 
     def read(self) -> Frame | None:
         if self._cap is None:
             raise SourceError(f"{self.url} is not open")
+        t0 = time.monotonic()
         ok, image = self._cap.read()
         if not ok or image is None or image.size == 0:
             raise SourceError(f"no frame from {self.url}: the device stopped delivering")
         self._index += 1
-        return Frame(image=image, t=time.time(), index=self._index)
+        return Frame(image=image, t=self.clock.stamp(time.time(), time.monotonic() - t0), index=self._index)
 
     def close(self) -> None:
         if self._cap is not None:
