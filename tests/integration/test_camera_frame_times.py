@@ -44,7 +44,7 @@ def test_frames_queued_while_the_reader_was_held_up_are_stamped_a_period_apart()
     assert sum(g < 0.01 for g in read_gaps) >= 3, read_gaps
     assert src.clock.backdated >= 3
     # ... yet their stamps stay about a frame period apart, never ahead of when they were read
-    stamps = [t for _, t in rows]
+    stamps = [t for _, t in rows[5:]]  # (the first frames come when FFmpeg has probed the stream)
     gaps = [b - a for a, b in zip(stamps, stamps[1:])]
     assert min(gaps) > 0.5 / 15, gaps
     assert all(t <= now + 1e-6 for now, t in rows)
