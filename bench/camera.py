@@ -30,6 +30,9 @@ Keys (fps = frames of the 15 fps file consumed per CPU second):
   ``full_vs_baseline_<scene>`` for ``typical`` and ``busy``: each scene's full
   pipeline against the bare baseline on the same file (the unsuffixed keys are
   the busy scene's, as before);
+* ``targets.full_vs_baseline.after_warmup`` (and ``_typical``), ``<scene>.full_5fps.after_warmup``:
+  the same from 3 s into the clip on (``WARMUP_S``: before that the perspective is not learned and
+  everybody in view is new); informative, the target's ``met`` is the whole clip's;
 * ``event_latency_ms_p50`` / ``event_latency_ms_p99`` / ``event_latency_events``:
   the real adapter path (skipped with ``--no-nats``): a night entrance clip with a
   walker turning into the restricted gate every 5 s and a few passers-by
@@ -176,6 +179,12 @@ class _Timed:
         setattr(obj, name, timed)
 
 
+WARMUP_S = 3.0
+"""The pipeline's first seconds on a clip cost more: the people in view from the first frame are new
+blobs of unknown size and the scene's perspective is not learned yet (2.2 s into the busy clip). A
+camera runs for hours, so `after_warmup` reports the clip from this point on as well."""
+
+
 def bench_full(path: Path, cam: Camera) -> dict[str, Any]:
     pipe = Pipeline(cam, clock_minutes=lambda t: 23 * 60)
     stages = {
@@ -186,15 +195,29 @@ def bench_full(path: Path, cam: Camera) -> dict[str, Any]:
         "lifecycle": _Timed(pipe.lifecycle, "step"),
     }
     n = analysed = events = 0
+    warm: tuple[float, int, int, float] | None = None  # CPU, frames, analysed, detector CPU when warm-up ended
     t0 = time.process_time()
     for frame in iter_video(path, pipe, threads=1):
+        if warm is None and frame.t >= WARMUP_S:
+            warm = (time.process_time(), n, analysed, stages["detector"].total)
         n += 1
         if frame.image is None:
             continue
         r = pipe.process(Frame(frame.image, frame.t, frame.index))
         analysed += not r.skipped
         events += len(r.events)
-    dt = time.process_time() - t0
+    t1 = time.process_time()
+    dt = t1 - t0
+    after: dict[str, Any] | None = None
+    if warm is not None and analysed > warm[2]:
+        wn, wa = n - warm[1], analysed - warm[2]
+        after = {
+            "from_s": WARMUP_S,
+            "frames": wn,
+            "fps_per_core": round(wn / (t1 - warm[0]), 1),
+            "ms_per_analysed_frame": round(1000 * (t1 - warm[0]) / wa, 2),
+            "detector_ms_per_analysed_frame": round(1000 * (stages["detector"].total - warm[3]) / wa, 3),
+        }
     return {
         "frames": n,
         "analysed": analysed,
@@ -204,6 +227,7 @@ def bench_full(path: Path, cam: Camera) -> dict[str, Any]:
         "stage_ms_per_analysed_frame": {k: round(1000 * s.total / max(1, analysed), 3) for k, s in stages.items()},
         "detector_calls": stages["detector"].calls,
         "alert_events": events,
+        "after_warmup": after,
     }
 
 
@@ -409,6 +433,10 @@ def credit_alerts(
     return credited, unmatched
 
 
+def _ratio(after: dict[str, Any] | None, baseline: float) -> float | None:
+    return None if not after else round(after["fps_per_core"] / baseline, 2)
+
+
 def _r(x: float | None) -> float | None:
     return None if x is None else round(x, 1)
 
@@ -484,6 +512,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "target": 0.5,
             "met": busy["fps_full_per_core"] >= 0.5 * busy["baseline_fps_per_core"],
             "met_typical": typical["fps_full_per_core"] >= 0.5 * typical["baseline_fps_per_core"],
+            # the same on the clip after its first WARMUP_S seconds (see WARMUP_S); "met" stays the whole clip's
+            "after_warmup": _ratio(busy["full_5fps"].get("after_warmup"), busy["baseline_fps_per_core"]),
+            "after_warmup_typical": _ratio(typical["full_5fps"].get("after_warmup"), typical["baseline_fps_per_core"]),
         },
         "event_latency_p99_ms": {"value": out.get("event_latency_ms_p99"), "target": 1000,
                                  "met": out.get("event_latency_ms_p99") is not None and out["event_latency_ms_p99"] < 1000},
