@@ -3,8 +3,10 @@
 Replicas share the work: alerts and replies come from durable JetStream
 consumers through one queue group, positions and status through a core NATS
 queue group; state lives in key-value buckets that every replica watches.
-A decision is committed when its records are written (units first, so a unit
-claimed by another replica fails before anything else is written); its
+A decision is committed when its records are written (unit claims first, so a
+unit claimed by another replica fails before anything else is written; unit
+releases last, so a unit is never free for another replica to claim while the
+decision that frees it can still be undone); its
 messages are then published, de-duplicated by id, and also kept in the
 incident's outbox so a restart re-sends what a crash cut off.
 """
@@ -40,6 +42,8 @@ from dispatch.core.decide import (
     StatusIn,
     Tick,
     decide,
+    orphans,
+    sweep_due,
 )
 from dispatch.core.records import IncidentRec, OutboxItem, UnitRec
 from dispatch.aio import cancel_and_wait
@@ -264,7 +268,6 @@ class EngineShell:
             return
 
         self.batches += 1
-        state = self.state
         done: list[_Job] = []
         later: list[_Job] = []
         saves: dict[tuple[str, str], UnitRec | IncidentRec] = {}
@@ -273,6 +276,10 @@ class EngineShell:
         fallback = False
         sent: list[tuple[str, bytes, str, Any]] = []
         async with self.lock:
+            # read under the lock: a recovery while we waited for it replaces the state, and deciding on the
+            # old one would stamp our writes' revisions onto the new one's records (a unit still "available"
+            # there, at the revision of our claim: the next decision would give it a second order)
+            state = self.state
             for job in ready:
                 assert job.inp is not None
                 job.msg_id = _msg_id(job.inp)
@@ -350,7 +357,7 @@ class EngineShell:
                 await self._apply_one(job)
 
     async def _commit(self, done: list["_Job"], saves: dict[tuple[str, str], UnitRec | IncidentRec], journal: Journal) -> list["_Job"]:
-        """Store a batch's records: units first, then incidents. Decisions that touched a common record
+        """Store a batch's records: unit claims, incidents, then unit releases (`_phase`). Decisions that touched a common record
         stand or fall together; a group that lost a record to another replica (or could not be stored)
         is undone, in the bucket and in memory, and returned to be decided again one by one, while the
         other groups stand. Returns the jobs of the groups undone."""
@@ -502,6 +509,9 @@ class EngineShell:
                     # the same delivery, tried again: whatever noted its id meanwhile (a bucket record of
                     # an attempt that was undone) must not make it look like a replay
                     self.state.seen.pop(msg_id, None)
+                swept: list[UnitRec] = []
+                if isinstance(inp, Tick) and sweep_due(self.state, self.clock()):
+                    swept = await self._confirm_orphans()
                 # the core changes the state in place; the journal keeps the records it replaces, to undo
                 before = self.state.begin()
                 try:
@@ -546,6 +556,11 @@ class EngineShell:
                     if isinstance(c, Publish):
                         sent.append(await self._publish(c.message, c.data))
                         _log_publish(c.message)
+                for u in swept:
+                    now_u = self.state.units.get(u.id)
+                    if now_u is not None and now_u.order != u.order:
+                        log.warning("orphaned order withdrawn: no incident holds it", unit=u.id, order_id=u.order,
+                                    incident_id=u.incident, since=u.updated.isoformat() if u.updated else None)
                 break
         else:
             async with self.lock:
@@ -612,8 +627,10 @@ class EngineShell:
         written: list[tuple[UnitRec | IncidentRec, int]] = []
         try:
             # Unit claims first: losing a unit to another replica must fail before an incident is written.
-            # Incidents the decision opens come last, once nothing else can fail: the other replica sees a
-            # new incident at once and may join an alert to it before it could be deleted again.
+            # Incidents the decision opens come after the others, so that nothing fails after them and
+            # makes us delete them again (the other replica sees a new incident at once and may join an
+            # alert to it). Units released come last of all (see `_phase`); a decision that opens an
+            # incident releases none (a pre-empted unit is claimed again, by the new incident).
             for group in _phases(saves):
                 results = await self.store.save_many(group)
                 failed: BaseException | None = None
@@ -639,6 +656,24 @@ class EngineShell:
                     await self.store.save(prev.model_copy(update={"rev": rev}))
             except Exception as e:  # somebody wrote it since: their version stands
                 log.warning("undo failed", record=rec.id, detail=str(e))
+
+    async def _confirm_orphans(self) -> list[UnitRec]:
+        """Before a sweep: read every unit it would free, and the incident the unit names, from the
+        buckets. Our memory of the other replica's writes may lag behind (the bucket watch waits for
+        the lock like everything else), and a unit it claimed a while ago whose incident write we have
+        not seen yet is not an orphan: freeing it would give it a second order. Returns the units that
+        are orphans by the buckets too (what the sweep will free)."""
+        for u in orphans(self.state, self.clock()):
+            fresh = await self.store.get(UnitRec, u.id)
+            if fresh is None:
+                continue
+            self.state.put_unit(fresh)  # type: ignore[arg-type]
+            if fresh.incident:
+                inc = await self.store.get(IncidentRec, fresh.incident)
+                self.state.forget_incident(fresh.incident)
+                if inc is not None:
+                    self.state.put_incident(inc)  # type: ignore[arg-type]
+        return orphans(self.state, self.clock())
 
     async def _refresh(self, unit_id: str, incident_id: str) -> None:
         """Replace one unit and one incident by what the buckets hold now."""
@@ -876,14 +911,20 @@ class _Job:
     settled: bool = False
 
 
-PHASES = 3
+PHASES = 4
 
 
 def _phase(rec: UnitRec | IncidentRec) -> int:
-    """When a record is written among a decision's (or a batch's): 0 units, 1 incidents that exist,
-    2 new incidents."""
+    """When a record is written among a decision's (or a batch's): 0 units that hold an order (claims),
+    1 incidents that exist, 2 new incidents, 3 units that hold none (releases, positions).
+
+    Claims first: losing a unit to another replica must fail before an incident is written. Releases
+    last: a unit written "available" is at once free for the other replica to claim, with a revision
+    the bucket accepts; if a later write of the same decision then failed, our undo of the release
+    would come too late and the unit would hold two orders. Once the incidents are written, nothing
+    after the release can fail and bring it back."""
     if isinstance(rec, UnitRec):
-        return 0
+        return 0 if rec.order is not None else 3
     return 1 if rec.rev != 0 else 2
 
 

@@ -70,7 +70,9 @@ from dispatch.events import (
 DEFAULT_SPEEDS_KMH = {"foot": 5.0, "bicycle": 15.0, "motorbike": 35.0, "car": 40.0}
 SEEN_TTL = timedelta(hours=1)
 SWEEP_EVERY = timedelta(seconds=10)
-ORPHAN_GRACE = timedelta(seconds=10)
+# a unit claim is written before its incident: another replica's commit takes at most three writes of
+# 5 s each, so a claim older than this with no incident holding its order is an orphan
+ORPHAN_GRACE = timedelta(seconds=30)
 ALERT_IDS_KEPT = 20
 SKIPPED_LIMIT = 12  # units ruled out that an explanation names
 GRID_CELL_M = 300.0  # grid cell side without a district extent to size it by
@@ -336,6 +338,24 @@ def grid_cell_m(district: Any) -> float:
 
 # --------------------------------------------------------------------------- the decision
 
+
+
+def sweep_due(state: EngineState, now: datetime) -> bool:
+    """A tick at `now` runs the orphan sweep."""
+    return state.last_sweep is None or now - state.last_sweep >= SWEEP_EVERY
+
+
+def orphans(state: EngineState, now: datetime) -> list[UnitRec]:
+    """Units holding, for longer than the grace period, an order that no incident in `state` holds."""
+    out = []
+    for u in state.units.values():
+        if u.order is None or u.updated is None or now - u.updated < ORPHAN_GRACE:
+            continue
+        inc = state.incidents.get(u.incident) if u.incident else None
+        if inc is not None and inc.order == u.order:
+            continue
+        out.append(u)
+    return out
 
 def decide(state: EngineState, event: Input, now: datetime) -> tuple[EngineState, list[Command]]:
     d = _Decision(state, now)
@@ -906,22 +926,20 @@ class _Decision:
         cutoff = self.now - SEEN_TTL
         while s.seen and next(iter(s.seen.values())) < cutoff:
             s.seen.popitem(last=False)
-        if s.last_sweep is None or self.now - s.last_sweep >= SWEEP_EVERY:
+        if sweep_due(s, self.now):
             s.last_sweep = self.now
             self._sweep_orphans()
 
     def _sweep_orphans(self) -> None:
         """Free units holding an order no open incident knows of.
 
-        Only a write cut in half by another replica leaves one behind (the unit
-        claim stored, the incident write refused); the grace period lets the
-        other replica's writes arrive through the bucket watch first."""
-        for u in list(self.s.units.values()):
-            if u.order is None or u.updated is None or self.now - u.updated < ORPHAN_GRACE:
-                continue
-            inc = self.s.incidents.get(u.incident) if u.incident else None
-            if inc is not None and inc.order == u.order:
-                continue
+        Only a write cut in half leaves one behind (the unit claim stored, the
+        incident write refused, the undo lost with the connection). The grace
+        period covers another replica's commit in flight; what this replica's
+        memory says is not enough (its bucket watch may lag behind the other
+        replica's incident writes), so the shell reads the candidates from the
+        buckets again before a sweep (`orphans`)."""
+        for u in orphans(self.s, self.now):
             self._put_unit(u.model_copy(update={"state": UnitState.available, "incident": None, "order": None}))
             self.s.counters["orphans_freed"] += 1
             self._serve_waiting(u.id)

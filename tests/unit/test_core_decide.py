@@ -414,7 +414,9 @@ def test_unit_left_holding_an_order_no_incident_knows_is_freed_by_the_sweep():
     assert r.state.units["a1"].state is UnitState.assigned
     r.step(Tick(), dt=5)
     assert r.state.units["a1"].state is UnitState.assigned  # within the grace period
-    cmds = r.step(Tick(), dt=20)
+    r.step(Tick(), dt=20)
+    assert r.state.units["a1"].state is UnitState.assigned  # 25 s: another replica's commit may still be writing
+    cmds = r.step(Tick(), dt=10)
     assert r.state.units["a1"].state is UnitState.available
     assert any(isinstance(c, Save) and c.record.id == "a1" for c in cmds)
 

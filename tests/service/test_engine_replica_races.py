@@ -1,0 +1,316 @@
+"""Two engine replicas over one shared key-value store, interleaved by hand: the races that could give
+one unit two orders at a time. Each test stages one interleaving deterministically (a bucket watch
+held back, a write answered only after the other replica acted, a recovery while a batch waits for
+the lock) and then checks the invariant on what the buckets hold: an incident that holds an order for
+a unit is what that unit holds, and no unit was sent a second order while one was outstanding.
+
+The shared store stands in for the key-value buckets (revision checks, one change feed per watcher
+that a test may hold back); the real buckets are covered by tests/integration/test_engine_replicas.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+from district_fixtures import RIVER_LATS, make_district, make_river_graph
+
+from dispatch.core.decide import AlertIn, EngineState, PositionIn, ReplyIn, Tick, orphans
+from dispatch.core.records import IncidentRec, UnitRec, UnitState
+from dispatch.engine import EngineShell, _phase
+from dispatch.events import Alert, AlertSource, Area, OrderReply, ReplyKind, UnitPosition, encode
+from dispatch.store import Conflict, Deleted
+from dispatch.subjects import Subjects
+
+NORTH, _ = RIVER_LATS
+
+
+class SharedStore:
+    """Key-value buckets shared by replicas: revision-checked writes, a change feed per watcher
+    (`hold` keeps back the changes a predicate picks until `release`), hooks run before a batch write."""
+
+    def __init__(self) -> None:
+        self.data: dict[tuple[str, str], tuple[int, bytes]] = {}
+        self._rev = 0
+        self.watchers: list[dict[str, Any]] = []
+        self.hooks: list[Callable[[list[Any]], Awaitable[None]]] = []
+
+    def _emit(self, item: Any) -> None:
+        for w in self.watchers:
+            if w["hold"] is not None and w["hold"](item):
+                w["held"].append(item)
+            else:
+                w["q"].put_nowait(item)
+
+    async def save(self, rec: Any) -> int:
+        key = (type(rec).__name__, rec.id)
+        cur = self.data.get(key)
+        if (cur[0] if cur else 0) != rec.rev:
+            raise Conflict(rec)
+        self._rev += 1
+        self.data[key] = (self._rev, rec.dump())
+        self._emit(type(rec).model_validate_json(self.data[key][1]).model_copy(update={"rev": self._rev}))
+        return self._rev
+
+    async def save_many(self, recs: list[Any]) -> list[Any]:
+        for hook in list(self.hooks):
+            await hook(recs)
+        out: list[Any] = []
+        for rec in recs:
+            try:
+                out.append(await self.save(rec))
+            except Exception as e:
+                out.append(e)
+        await asyncio.sleep(0)  # a round trip: other tasks run meanwhile
+        return out
+
+    async def delete(self, kind: Any, key: str, rev: int) -> None:
+        cur = self.data.get((kind.__name__, key))
+        if cur is None or cur[0] != rev:
+            raise Conflict(kind.model_construct(id=key, rev=rev))
+        del self.data[(kind.__name__, key)]
+        self._rev += 1
+        self._emit(Deleted(kind, key, self._rev))
+
+    async def get(self, kind: Any, key: str) -> Any:
+        cur = self.data.get((kind.__name__, key))
+        if cur is None:
+            return None
+        return kind.model_validate_json(cur[1]).model_copy(update={"rev": cur[0]})
+
+    def release(self, w: dict[str, Any], pick: Callable[[Any], bool] | None = None) -> None:
+        keep = []
+        for item in w["held"]:
+            if pick is None or pick(item):
+                w["q"].put_nowait(item)
+            else:
+                keep.append(item)
+        w["held"] = keep
+
+    def watch(self, known: Any = None) -> AsyncIterator[Any]:
+        w: dict[str, Any] = {"q": asyncio.Queue(), "hold": None, "held": []}
+        self.watchers.append(w)
+        snapshot = list(self.data.items())
+
+        async def feed() -> AsyncIterator[Any]:
+            for (kind, _key), (rev, body) in snapshot:
+                cls = UnitRec if kind == "UnitRec" else IncidentRec
+                yield cls.model_validate_json(body).model_copy(update={"rev": rev})
+            yield None
+            while True:
+                yield await w["q"].get()
+
+        return feed()
+
+    def records(self, kind: type) -> list[Any]:
+        return [kind.model_validate_json(body).model_copy(update={"rev": rev})
+                for (k, _), (rev, body) in self.data.items() if k == kind.__name__]
+
+
+class Radio:
+    """Where both replicas publish: orders, broadcasts and incident events, with who sent them."""
+
+    def __init__(self, name: str, sink: list[tuple[str, str, bytes]]) -> None:
+        self.name = name
+        self.sink = sink
+
+    async def publish(self, subject: str, data: bytes, msg_id: str) -> Any:
+        self.sink.append((self.name, subject, data))
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+    async def last_message(self, stream: str, subject: str) -> Any:
+        return None
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
+
+    def __call__(self) -> datetime:
+        return self.t
+
+    def advance(self, s: float) -> None:
+        self.t += timedelta(seconds=s)
+
+
+class Pair:
+    def __init__(self) -> None:
+        self.store = SharedStore()
+        self.clock = Clock()
+        self.sink: list[tuple[str, str, bytes]] = []
+        district = make_district()
+        self.a = EngineShell(EngineState(district, make_river_graph()), self.store, Radio("A", self.sink), Subjects("t"),
+                             clock=self.clock, name="A", position_flush_s=None)
+        self.b = EngineShell(EngineState(district, make_river_graph()), self.store, Radio("B", self.sink), Subjects("t"),
+                             clock=self.clock, name="B", position_flush_s=None)
+        self.watch: dict[str, dict[str, Any]] = {}
+
+    async def start(self) -> "Pair":
+        for name, shell in (("A", self.a), ("B", self.b)):
+            n = len(self.store.watchers)
+            await shell.load()
+            self.watch[name] = self.store.watchers[n]  # load() opens one watch
+        return self
+
+    async def stop(self) -> None:
+        for shell in (self.a, self.b):
+            await shell.stop()
+
+    def orders(self) -> list[dict[str, Any]]:
+        return [json.loads(d) for _, subject, d in self.sink if subject.endswith(".order")]
+
+    def assert_no_unit_holds_two_orders(self) -> None:
+        units = {u.id: u for u in self.store.records(UnitRec)}
+        for inc in self.store.records(IncidentRec):
+            if inc.is_open and inc.order is not None:
+                assert units[inc.unit].order == inc.order, (
+                    f"incident {inc.id[:8]} holds order {inc.order[:8]} for {inc.unit}, "
+                    f"but the unit holds {units[inc.unit].order}")
+        # and by the radio: between an assign and its cancel (or the unit's clearing) no other assign
+        outstanding: dict[str, str] = {}
+        for o in self.orders():
+            if o["action"] == "assign":
+                held = outstanding.get(o["unit"])
+                assert held is None or not _still_held(self.store, held), (
+                    f"{o['unit']} was sent order {o['order_id'][:8]} while holding {held[:8]}")
+                outstanding[o["unit"]] = o["order_id"]
+            elif o["action"] == "cancel" and outstanding.get(o["unit"]) == o["order_id"]:
+                del outstanding[o["unit"]]
+
+
+def _still_held(store: SharedStore, order_id: str) -> bool:
+    """An order is still held when an open incident in the buckets holds it."""
+    return any(i.is_open and i.order == order_id for i in store.records(IncidentRec))
+
+
+async def settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+def alert(event_id: str, lon: float, kind: str = "theft") -> AlertIn:
+    return AlertIn(Alert(event_id=event_id, source=AlertSource.operator, console="c1", kind=kind,
+                         area=Area(lat=NORTH, lon=lon)), False)
+
+
+@pytest.fixture
+async def pair() -> AsyncIterator[Pair]:
+    p = await Pair().start()
+    try:
+        await p.a.apply(PositionIn(UnitPosition(unit="a1", lat=NORTH, lon=114.899, time=p.clock())))
+        await p.a.apply(PositionIn(UnitPosition(unit="b1", lat=NORTH, lon=114.880, time=p.clock())))
+        await settle()
+        assert p.b.state.units["a1"].lat is not None
+        yield p
+    finally:
+        await p.stop()
+
+
+# --------------------------------------------------------------------------- the orphan sweep
+
+
+@pytest.mark.parametrize("lag", ["the watch brought the claim but not its incident", "a conflict re-read the unit only"])
+async def test_the_orphan_sweep_does_not_free_a_unit_the_other_replica_claimed(pair: Pair, lag: str) -> None:
+    p = pair
+    p.watch["B"]["hold"] = lambda item: True  # B's bucket watch lags from here on
+    await p.a.apply(alert("ev-A", 114.900))  # A claims a1: the unit first, then the incident
+    claim = await p.store.get(UnitRec, "a1")
+    assert claim.order is not None
+    p.clock.advance(35)  # longer than the orphan grace; nobody acknowledged (a reply backlog)
+    if lag.startswith("the watch"):
+        p.store.release(p.watch["B"], lambda item: isinstance(item, UnitRec))
+        await settle()
+    else:
+        await p.b.apply(alert("ev-B", 114.9005))  # B's memory picks a1, loses it, re-reads a1 alone
+    assert claim.incident not in p.b.state.incidents, "B has not seen A's incident: the sweep would call a1 an orphan"
+    await p.b.apply(Tick())
+    p.watch["B"]["hold"] = None
+    p.store.release(p.watch["B"])
+    await settle()
+    await p.b.apply(alert("ev-C", 114.8995, kind="fight"))
+    p.assert_no_unit_holds_two_orders()
+
+
+async def test_a_real_orphan_is_still_freed_and_takes_the_next_order(pair: Pair) -> None:
+    p = pair
+    # a claim whose incident write never happened (the writer died between the two)
+    cur = await p.store.get(UnitRec, "a1")
+    await p.store.save(cur.model_copy(update={"state": UnitState.assigned, "order": "o-lost", "incident": "i-lost",
+                                              "updated": p.clock()}))
+    await settle()
+    p.clock.advance(35)
+    assert [u.id for u in orphans(p.b.state, p.clock())] == ["a1"]
+    with capture_logs() as logs:
+        await p.b.apply(Tick())
+    assert (await p.store.get(UnitRec, "a1")).order is None
+    assert any(e["event"].startswith("orphaned order withdrawn") and e["unit"] == "a1" for e in logs), logs
+    await settle()
+    await p.a.apply(alert("ev-C", 114.8995, kind="fight"))
+    assert (await p.store.get(UnitRec, "a1")).order is not None
+    p.assert_no_unit_holds_two_orders()
+
+
+# --------------------------------------------------------------------------- releases after incidents
+
+
+async def test_a_unit_released_by_a_decision_that_is_undone_is_never_free_meanwhile(pair: Pair) -> None:
+    p = pair
+    await p.a.apply(alert("e1", 114.900))
+    o1 = p.orders()[0]
+    await p.a.apply(ReplyIn(OrderReply(order_id=o1["order_id"], incident_id=o1["incident_id"], unit="a1", reply=ReplyKind.ack), False))
+    await settle()
+    fired: list[int] = []
+
+    async def meanwhile(recs: list[Any]) -> None:
+        # while A writes the `cleared` decision: B joins another alert to the incident (A's incident
+        # write will conflict and be undone) and takes a fight, for which a1 is the nearest unit
+        if fired or not any(isinstance(r, IncidentRec) and r.id == o1["incident_id"] for r in recs):
+            return
+        fired.append(1)
+        await settle()
+        await p.b.apply(alert("e2", 114.9001))
+        await p.b.apply(alert("e3", 114.8995, kind="fight"))
+
+    p.store.hooks.append(meanwhile)
+    await p.a.apply(ReplyIn(OrderReply(order_id=o1["order_id"], incident_id=o1["incident_id"], unit="a1", reply=ReplyKind.cleared), False))
+    await settle()
+    assert fired, "the interleaving was staged"
+    p.assert_no_unit_holds_two_orders()
+
+
+def test_claims_are_written_first_and_releases_last() -> None:
+    unit = UnitRec(id="u1", callsign="U1", kind="police", mode="car", talkgroup="tg1")
+    claim = unit.model_copy(update={"order": "o1", "incident": "i1"})
+    existing = IncidentRec.model_construct(id="i1", rev=7)
+    new = IncidentRec.model_construct(id="i2", rev=0)
+    assert [_phase(r) for r in (claim, existing, new, unit)] == [0, 1, 2, 3]
+
+
+# --------------------------------------------------------------------------- a recovery while a batch waits
+
+
+async def test_a_batch_waiting_for_the_lock_across_a_recovery_decides_on_the_rebuilt_state(pair: Pair) -> None:
+    p = pair
+    s = p.b.subjects
+
+    def raw(event_id: str, lon: float, kind: str) -> bytes:
+        return encode(Alert(event_id=event_id, source=AlertSource.operator, console="c1", kind=kind, area=Area(lat=NORTH, lon=lon)))
+
+    await p.b.lock.acquire()  # a tick holds the lock ...
+    p.b.submit(s.operator_alert("c1"), raw("e1", 114.900, "theft"))
+    p.b.submit(s.operator_alert("c1"), raw("e2", 114.881, "fight"))
+    await asyncio.sleep(0)  # the worker takes both as one batch and waits for the lock
+    await p.b._recover(None)  # ... and its decision failed: the state is rebuilt from the buckets
+    p.b.lock.release()
+    await p.b.drained()
+    p.b.submit(s.operator_alert("c1"), raw("e3", 114.8995, "vandalism"))
+    await p.b.drained()
+    p.assert_no_unit_holds_two_orders()
+    assert len({o["unit"] for o in p.orders() if o["action"] == "assign"}) == len([o for o in p.orders() if o["action"] == "assign"])
