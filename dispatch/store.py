@@ -331,10 +331,12 @@ class KVStore:
                     for token in tokens:
                         self._waiting.pop(token, None)
         out: list[int | BaseException] = []
+        unanswered = [rec for rec, res in zip(recs, burst.results) if res is None]
+        landed = iter(await asyncio.gather(*(self._landed(rec) for rec in unanswered)) if unanswered else [])
         for rec, res in zip(recs, burst.results):
             kv = self._bucket(rec)
             if res is None:
-                out.append(TimeoutError(f"no answer storing {type(rec).__name__} {rec.id} within {self.timeout_s} s"))
+                out.append(next(landed))
             elif isinstance(res, int):
                 out.append(res)  # noted as ours when the answer arrived (_on_reply)
             elif isinstance(res, _WriteRefused) and res.err_code in (10071, 10164):  # wrong last sequence
@@ -345,6 +347,22 @@ class KVStore:
             else:
                 out.append(res)
         return out
+
+    async def _landed(self, rec: Rec) -> int | BaseException:
+        """A write whose answer did not come in time may have been stored all the same (the answer was
+        late or lost with the connection). Taken for failed, it would never be undone: a release
+        stored while its decision's other writes are undone leaves the unit free and its incident
+        holding the order. So read the key back: our bytes there, at a newer revision, mean written."""
+        kv = self._bucket(rec)
+        timeout = TimeoutError(f"no answer storing {type(rec).__name__} {rec.id} within {self.timeout_s} s")
+        try:
+            entry = await asyncio.wait_for(kv.get(rec.id), self.timeout_s)
+        except Exception:  # not found, the connection is down, or no answer again: not known to be written
+            return timeout
+        if entry is None or entry.revision is None or entry.revision <= rec.rev or entry.value != rec.dump():
+            return timeout
+        self._note_mine(kv._name, int(entry.revision))
+        return int(entry.revision)
 
     async def _reply_inbox(self) -> str:
         return await self._answers.get(self.js._nc)

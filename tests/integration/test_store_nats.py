@@ -12,7 +12,7 @@ import time
 import nats
 import pytest
 
-from dispatch.core.records import UnitKind, UnitRec
+from dispatch.core.records import UnitKind, UnitRec, UnitState
 from dispatch.store import JetStreamBus, KVStore, PublishRefused, ensure_streams
 from dispatch.subjects import Subjects
 
@@ -76,3 +76,33 @@ async def test_a_publish_whose_acknowledgement_never_comes_fails_after_the_timeo
         await asyncio.wait_for(fut, 5.0)
     assert time.monotonic() - t0 >= 0.2
     assert not bus._waiting  # nothing left behind
+
+
+class _LoseAnswers(dict):
+    """KVStore._waiting that loses every answer while `losing` (as a dropped connection would)."""
+
+    losing = True
+    lost = 0
+
+    def pop(self, token, default=None):
+        entry = super().pop(token, default)
+        if entry is not None and self.losing:
+            self.lost += 1
+            return None  # the write is done (or refused) by the bucket; the writer never hears of it
+        return entry
+
+
+async def test_a_write_whose_answer_is_lost_but_which_was_stored_counts_as_written(nc, fresh_prefix):
+    store = await KVStore(nc.jetstream(), Subjects(fresh_prefix), timeout_s=0.3).open()
+    first = await store.save(unit("u1"))
+    store._waiting = lossy = _LoseAnswers()
+    rec = (await store.get(UnitRec, "u1")).model_copy(update={"state": UnitState.off_duty})
+    rev = await store.save(rec)  # no answer: the key is read back, and it holds our write
+    assert lossy.lost == 1 and rev > first
+    assert (await store.get(UnitRec, "u1")).state is UnitState.off_duty
+    assert rev in store._mine[store.subjects.bucket_units], "noted as ours, so the watch does not bring it back"
+    # a write the bucket refused (a stale revision) whose answer is lost too: still a failure
+    with pytest.raises(TimeoutError):
+        await store.save(rec.model_copy(update={"rev": first, "state": UnitState.busy}))
+    assert lossy.lost == 2
+    assert (await store.get(UnitRec, "u1")).state is UnitState.off_duty
