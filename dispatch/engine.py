@@ -799,31 +799,56 @@ class EngineShell:
         return s.incident_event(m.incident_id, m.event.value)
 
     async def _follow(self, it: Any) -> None:
-        """Other replicas' writes: adopt records newer than ours."""
+        """Other replicas' writes: adopt records newer than ours.
+
+        The watch is read without the lock, into a queue; each time the lock is ours, every record
+        queued meanwhile is applied (`_adopt`). Taking the lock once per record, as before, starved the
+        watch under load: the lock is first come, first served, and the worker takes it again for its
+        next batch at once, so about one record got in per batch and memory fell further and further
+        behind the buckets (more conflicts, and stale claims that looked like orphans)."""
+        queued: deque[Any] = deque()
+        more = asyncio.Event()
+        adopter = asyncio.create_task(self._adopt(queued, more))
         try:
             async for rec in it:
                 if rec is None:
                     continue
-                if isinstance(rec, Deleted):
-                    async with self.lock:
-                        self._forget_deleted(rec)
-                    continue
-                if self._known_rev(type(rec), rec.id) >= rec.rev:
+                if not isinstance(rec, Deleted) and self._known_rev(type(rec), rec.id) >= rec.rev:
                     continue  # our own write coming back, or older
-                async with self.lock:
-                    # again: while waiting for the lock, a decision may have written (or closed) the
-                    # record; then only a position held in memory is owed (below), the record is not
-                    if self._known_rev(type(rec), rec.id) < rec.rev:
-                        decide(self.state, Loaded(rec), self.clock())
-                    if isinstance(rec, UnitRec) and rec.id in self._unflushed:
-                        # another replica wrote the unit (a claim) over a position we hold in memory only
-                        p = self._unflushed.pop(rec.id)
-                        if rec.fix_time is None or rec.fix_time < p.time:
-                            self.submit_input(PositionIn(p))
+                queued.append(rec)
+                more.set()
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("bucket watch failed")
+        finally:
+            await cancel_and_wait([adopter])
+
+    async def _adopt(self, queued: "deque[Any]", more: asyncio.Event) -> None:
+        while True:
+            await more.wait()
+            more.clear()
+            async with self.lock:
+                while queued:
+                    rec = queued.popleft()
+                    try:
+                        self._adopt_one(rec)
+                    except Exception:
+                        log.exception("could not adopt a record from the bucket watch", record=getattr(rec, "id", None))
+
+    def _adopt_one(self, rec: Any) -> None:
+        if isinstance(rec, Deleted):
+            self._forget_deleted(rec)
+            return
+        # again: while it waited, a decision may have written (or closed) the record; then only a
+        # position held in memory is owed (below), the record is not
+        if self._known_rev(type(rec), rec.id) < rec.rev:
+            decide(self.state, Loaded(rec), self.clock())
+        if isinstance(rec, UnitRec) and rec.id in self._unflushed:
+            # another replica wrote the unit (a claim) over a position we hold in memory only
+            p = self._unflushed.pop(rec.id)
+            if rec.fix_time is None or rec.fix_time < p.time:
+                self.submit_input(PositionIn(p))
 
     def _known_rev(self, kind: type, key: str) -> int:
         """The revision held in memory (-1: none): the bucket watch drops changes at or below it
