@@ -27,6 +27,7 @@ import structlog
 from pydantic import ValidationError
 
 from dispatch.core.decide import (
+    ORPHAN_GRACE,
     AlertIn,
     CloseIncident,
     Escalate,
@@ -378,13 +379,19 @@ class EngineShell:
         group = {k: root(i) for k, i in owner.items()}
         bad: set[int] = set()
         written: list[tuple[tuple[str, str], UnitRec | IncidentRec, int]] = []
+        started = self.clock()
         # in the order of _persist (`_phase`), per group
         for phase in range(PHASES):
+            if phase == 1 and self._claims_too_slow(started, [(r, rev) for _, r, rev in written]):
+                bad |= {group[k] for k, _, _ in written}
+                log.warning("a batch's unit claims took too long to store: its decisions are taken again one by one")
             keys = [k for k, r in saves.items() if _phase(r) == phase and group[k] not in bad]
             if not keys:
                 continue
-            results = await self.store.save_many([saves[k] for k in keys])
+            results = await self._save_phase([saves[k] for k in keys], journal)
             for k, res in zip(keys, results):
+                if res is None:
+                    continue  # a release somebody else made already (`_roll_forward`)
                 if isinstance(res, BaseException):
                     bad.add(group[k])
                     if isinstance(res, Conflict):
@@ -509,13 +516,16 @@ class EngineShell:
                     # the same delivery, tried again: whatever noted its id meanwhile (a bucket record of
                     # an attempt that was undone) must not make it look like a replay
                     self.state.seen.pop(msg_id, None)
+                # one time for the sweep's check and its decision: a unit whose grace ran out while its
+                # record was being read back would be freed unchecked
+                now = self.clock()
                 swept: list[UnitRec] = []
-                if isinstance(inp, Tick) and sweep_due(self.state, self.clock()):
-                    swept = await self._confirm_orphans()
+                if isinstance(inp, Tick) and sweep_due(self.state, now):
+                    swept = await self._confirm_orphans(now)
                 # the core changes the state in place; the journal keeps the records it replaces, to undo
                 before = self.state.begin()
                 try:
-                    _, cmds = decide(self.state, inp, self.clock())
+                    _, cmds = decide(self.state, inp, now)
                 except Exception:
                     self.state.end()
                     await self._recover(msg_id)
@@ -625,6 +635,7 @@ class EngineShell:
         incident nobody opened. `before` holds the records as they were (None: created by the decision).
         """
         written: list[tuple[UnitRec | IncidentRec, int]] = []
+        started = self.clock()
         try:
             # Unit claims first: losing a unit to another replica must fail before an incident is written.
             # Incidents the decision opens come after the others, so that nothing fails after them and
@@ -632,12 +643,14 @@ class EngineShell:
             # alert to it). Units released come last of all (see `_phase`); a decision that opens an
             # incident releases none (a pre-empted unit is claimed again, by the new incident).
             for group in _phases(saves):
-                results = await self.store.save_many(group)
+                if _phase(group[0]) > 0 and self._claims_too_slow(started, written):
+                    raise _SlowClaims(next(r for r, _ in written if isinstance(r, UnitRec)))
+                results = await self._save_phase(group, before or {})
                 failed: BaseException | None = None
                 for rec, res in zip(group, results):
                     if isinstance(res, BaseException):
                         failed = failed or res
-                    else:
+                    elif isinstance(res, int):
                         written.append((rec, res))
                         self._stored(rec, res)
                 if failed is not None:
@@ -647,8 +660,16 @@ class EngineShell:
             raise
 
     async def _undo(self, written: list[tuple[UnitRec | IncidentRec, int]], before: Journal) -> None:
-        for rec, rev in written:
+        """Put back what a failed decision wrote, last written first: the incidents before the unit
+        claims they name. An incident somebody wrote since keeps their version, and that version may
+        hold our order for the unit we claimed: then the claim stays too (freed by the orphan sweep
+        later if no incident holds it after all), or the unit would be free while an incident holds it."""
+        kept: set[str] = set()
+        for rec, rev in reversed(written):
             prev = before.get(("u" if isinstance(rec, UnitRec) else "i", rec.id))
+            if isinstance(rec, UnitRec) and rec.order is not None and rec.incident in kept:
+                log.warning("undo skipped: the incident that holds this claim was kept", record=rec.id, incident_id=rec.incident)
+                continue
             try:
                 if prev is None:
                     await self.store.delete(type(rec), rec.id, rev)  # an incident this attempt created
@@ -656,24 +677,80 @@ class EngineShell:
                     await self.store.save(prev.model_copy(update={"rev": rev}))
             except Exception as e:  # somebody wrote it since: their version stands
                 log.warning("undo failed", record=rec.id, detail=str(e))
+                if isinstance(rec, IncidentRec):
+                    kept.add(rec.id)
 
-    async def _confirm_orphans(self) -> list[UnitRec]:
-        """Before a sweep: read every unit it would free, and the incident the unit names, from the
-        buckets. Our memory of the other replica's writes may lag behind (the bucket watch waits for
-        the lock like everything else), and a unit it claimed a while ago whose incident write we have
-        not seen yet is not an orphan: freeing it would give it a second order. Returns the units that
-        are orphans by the buckets too (what the sweep will free)."""
-        for u in orphans(self.state, self.clock()):
-            fresh = await self.store.get(UnitRec, u.id)
-            if fresh is None:
+    def _claims_too_slow(self, started: datetime, written: list[tuple[UnitRec | IncidentRec, int]]) -> bool:
+        """Claims are stored, and storing them took more than half the orphan grace: another replica may
+        take them for orphans before our incidents are written (its sweep frees a claim no incident
+        holds after ORPHAN_GRACE), so they are undone instead and the decision taken again."""
+        return any(isinstance(r, UnitRec) and r.order is not None for r, _ in written) and self.clock() - started > ORPHAN_GRACE / 2
+
+    async def _save_phase(self, recs: list[UnitRec | IncidentRec], before: Journal) -> list[int | BaseException | None]:
+        """One phase of a decision's (or a batch's) writes. A release that loses its unit to another
+        replica's write is rolled forward, not failed (`_roll_forward`): releases are written last,
+        after the incidents, and failing there would mean undoing incident writes the other replica
+        may already have built on. None: nothing needed writing."""
+        results: list[int | BaseException | None] = list(await self.store.save_many(recs))
+        for i, (rec, res) in enumerate(zip(recs, results)):
+            if isinstance(res, Conflict) and isinstance(rec, UnitRec) and rec.order is None:
+                prev = before.get(("u", rec.id))
+                if isinstance(prev, UnitRec) and prev.order is not None:
+                    results[i] = await self._roll_forward(rec, prev)
+        return results
+
+    async def _roll_forward(self, rec: UnitRec, prev: UnitRec) -> int | BaseException | None:
+        """Write the release `rec` of `prev`'s order again, over what another replica wrote meanwhile.
+
+        What can change a unit holding an order under us is its position (a report the other replica
+        took) or the end of that order (the other replica ended it too: a sweep, an operator's close).
+        If the unit still holds the order, the release is applied on top of the unit as it is now (the
+        newer position kept); if not, somebody released it already and nothing is written (None)."""
+        for _ in range(MAX_CONFLICT_RETRIES):
+            fresh = await self.store.get(UnitRec, rec.id)
+            if fresh is None or fresh.order != prev.order:
+                if fresh is not None:
+                    decide(self.state, Loaded(fresh), self.clock())
+                log.info("release already made by another replica", unit=rec.id, order_id=prev.order)
+                return None
+            merged = fresh.model_copy(update={
+                "state": rec.state, "incident": rec.incident, "order": rec.order, "exercise": rec.exercise, "updated": rec.updated,
+            })
+            if rec.fix_time is not None and (fresh.fix_time is None or rec.fix_time > fresh.fix_time):
+                merged = merged.model_copy(update={"lat": rec.lat, "lon": rec.lon, "fix_time": rec.fix_time})
+            res = (await self.store.save_many([merged]))[0]
+            if isinstance(res, Conflict):
                 continue
-            self.state.put_unit(fresh)  # type: ignore[arg-type]
-            if fresh.incident:
-                inc = await self.store.get(IncidentRec, fresh.incident)
-                self.state.forget_incident(fresh.incident)
-                if inc is not None:
-                    self.state.put_incident(inc)  # type: ignore[arg-type]
-        return orphans(self.state, self.clock())
+            if isinstance(res, BaseException):
+                return res
+            self.state.put_unit(merged.model_copy(update={"rev": res}))
+            log.info("release written over another replica's change of the unit", unit=rec.id, order_id=prev.order)
+            return res
+        return Conflict(rec)
+
+    async def _confirm_orphans(self, now: datetime) -> list[UnitRec]:
+        """Before a sweep at `now`: read every unit it would free, and the incident the unit names, from
+        the buckets (adopted as the watch would: newer revisions only, held positions kept). Our memory
+        of the other replica's writes may lag behind, and a unit it claimed a while ago whose incident
+        write we have not seen yet is not an orphan: freeing it would give it a second order. Until no
+        unit is left unchecked (an incident read back may leave another unit of ours orphaned). Returns
+        the units that are orphans by the buckets too: what the sweep will free."""
+        checked: set[str] = set()
+        for _ in range(3):
+            todo = [u for u in orphans(self.state, now) if u.id not in checked]
+            if not todo:
+                break
+            for u in todo:
+                checked.add(u.id)
+                fresh = await self.store.get(UnitRec, u.id)
+                if fresh is None:
+                    continue
+                self._adopt_one(fresh)
+                if fresh.incident:
+                    inc = await self.store.get(IncidentRec, fresh.incident)
+                    if inc is not None:
+                        self._adopt_one(inc)
+        return [u for u in orphans(self.state, now) if u.id in checked]
 
     async def _refresh(self, unit_id: str, incident_id: str) -> None:
         """Replace one unit and one incident by what the buckets hold now."""
@@ -937,6 +1014,14 @@ class _Job:
 
 
 PHASES = 4
+
+
+class _SlowClaims(Conflict):
+    """The unit claims took too long to store (`EngineShell._claims_too_slow`): undone, and the decision
+    taken again, as after a conflict."""
+
+    def __str__(self) -> str:
+        return f"the unit claims took more than {ORPHAN_GRACE.total_seconds() / 2:.0f} s to store ({self.rec.id} first)"
 
 
 def _phase(rec: UnitRec | IncidentRec) -> int:

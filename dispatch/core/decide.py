@@ -70,8 +70,9 @@ from dispatch.events import (
 DEFAULT_SPEEDS_KMH = {"foot": 5.0, "bicycle": 15.0, "motorbike": 35.0, "car": 40.0}
 SEEN_TTL = timedelta(hours=1)
 SWEEP_EVERY = timedelta(seconds=10)
-# a unit claim is written before its incident: another replica's commit takes at most three writes of
-# 5 s each, so a claim older than this with no incident holding its order is an orphan
+# a unit claim is written before its incident, and the shell undoes claims that took more than half of
+# this to store (dispatch/engine.py `_claims_too_slow`): a claim older than this that no incident holds
+# is an orphan
 ORPHAN_GRACE = timedelta(seconds=30)
 ALERT_IDS_KEPT = 20
 SKIPPED_LIMIT = 12  # units ruled out that an explanation names
