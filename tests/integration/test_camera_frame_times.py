@@ -40,14 +40,17 @@ def test_frames_queued_while_the_reader_was_held_up_are_stamped_a_period_apart()
         src.close()
         srv.stop()
     # some frames did queue (read back to back) ...
-    read_gaps = [b[0] - a[0] for a, b in zip(rows[21:], rows[22:])]
-    assert sum(g < 0.01 for g in read_gaps) >= 3, read_gaps
+    burst = [k for k in range(22, len(rows)) if rows[k][0] - rows[k - 1][0] < 0.01]
+    assert len(burst) >= 3, [round(b[0] - a[0], 4) for a, b in zip(rows[21:], rows[22:])]
     assert src.clock.backdated >= 3
-    # ... yet their stamps stay about a frame period apart, never ahead of when they were read
-    stamps = [t for _, t in rows[5:]]  # (the first frames come when FFmpeg has probed the stream)
-    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
-    assert min(gaps) > 0.5 / 15, gaps
+    # ... yet each got a frame period after the one before, not the moment it was read; (frames the
+    # reader waited for keep the time they came, which on a loaded box jitters with the server's sending)
+    period = src.clock.period
+    assert period is not None and 0.5 / 15 < period < 2 / 15
+    for k in burst:
+        assert rows[k][1] - rows[k - 1][1] == pytest.approx(period, rel=0.05) or rows[k][1] == pytest.approx(rows[k][0], abs=1e-6), k
     assert all(t <= now + 1e-6 for now, t in rows)
+    assert all(b[1] > a[1] for a, b in zip(rows, rows[1:]))
 
 
 def _camera():
