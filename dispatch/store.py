@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any, Protocol
@@ -120,11 +121,25 @@ def _token_of(subject: str) -> str:
     return subject[subject.rfind(".") + 1:]
 
 
+# a stored message's acknowledgement as nats-server writes it: `{"stream":"S","seq":N}`, with
+# `,"duplicate": true` when the message id was seen before. Only printable ASCII without a quote or a
+# backslash in the name and a number without leading zeros, so that the fast path reads exactly what
+# json.loads would; anything else goes to json.loads.
+_PLAIN_ACK = re.compile(rb'\{"stream":"([\x20\x21\x23-\x5b\x5d-\x7e]*)","seq":(0|[1-9][0-9]*)(,"duplicate": ?true)?\}')
+
+
 def _publish_answer(msg: Any) -> tuple[dict[str, Any] | None, int | None, str]:
     """A JetStream publish answer (a key-value write is one): (the acknowledgement with its `seq`, None,
     "") when the message is stored, else (None, JetStream's error code or None, why)."""
+    data = msg.data
+    m = _PLAIN_ACK.fullmatch(data)
+    if m is not None:  # what nearly every answer is; the same dict json.loads makes of it, a third of the time
+        ack: dict[str, Any] = {"stream": m[1].decode(), "seq": int(m[2])}
+        if m[3]:
+            ack["duplicate"] = True
+        return ack, None, ""
     try:
-        resp = json.loads(msg.data)
+        resp = json.loads(data)
     except ValueError:  # no JSON: a status message, "no responders" when no stream takes the subject
         status = (msg.headers or {}).get("Status", "")
         return None, None, f"no stream answered (status {status or 'none'})"

@@ -37,3 +37,22 @@ def test_no_stream_for_the_subject_is_told_by_the_status_of_the_empty_answer():
 def test_an_answer_without_a_sequence_is_unexpected_and_quoted():
     ack, code, why = _publish_answer(Msg(b'{"stream":"X"}'))
     assert ack is None and code is None and why.startswith("unexpected answer b'{\"stream\"")
+
+
+def test_the_fast_path_reads_plain_acknowledgements_exactly_as_json_loads_does():
+    import json
+
+    for data in (
+        b'{"stream":"KV_units","seq":1}',
+        b'{"stream":"RADIO","seq":123456789,"duplicate": true}',
+        b'{"stream":"RADIO","seq":7,"duplicate":true}',
+        b'{"stream":"","seq":0}',
+        b'{"stream":"a\\"b","seq":1}',  # an escape: json.loads reads it
+        b'{"stream":"X","domain":"hub","seq":3}',
+    ):
+        ack, code, why = _publish_answer(Msg(data))
+        assert ack == json.loads(data) and code is None and why == ""
+    # JSON json.loads refuses is refused by the fast path as well
+    ack, code, why = _publish_answer(Msg(b'{"stream":"X","seq":007}'))
+    assert ack is None and why == "no stream answered (status none)"
+
