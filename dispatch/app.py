@@ -21,7 +21,7 @@ from faststream.nats import DeliverPolicy, JStream, NatsBroker, NatsMessage
 
 from dispatch.core.decide import EngineState
 from dispatch.engine import EngineShell
-from dispatch.store import JetStreamBus, KVStore, ack_numbers, ensure_streams
+from dispatch.store import JetStreamBus, KVStore, ack_numbers, ensure_streams, use_fast_header_lines
 from dispatch.subjects import Subjects
 
 log = structlog.get_logger("dispatch.app")
@@ -200,6 +200,7 @@ def build_app(
 
     @app.on_startup
     async def _connect() -> None:
+        use_fast_header_lines()  # the same headers for every message, parsed in half the time
         await broker.connect()
         js = broker.connection.jetstream()
         await ensure_streams(js, subjects, replicas=replicas)
