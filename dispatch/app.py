@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import warnings
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,6 +74,46 @@ def _cheap_log_context(sub: Any) -> None:
     sub.get_log_context = get_log_context
 
 
+def _lean_consume(sub: Any, handler: Callable[[Any], Awaitable[None]]) -> None:
+    """FastStream's per-message path made cheaper for one subscriber of ours: what `consume` does for
+    it, without what it does for features these subscribers do not use.
+
+    FastStream still subscribes, parses (its `NatsMessage`, acknowledged through it), tracks messages in
+    flight (its lock, which a stopping subscriber waits on) and starts and stops everything. Left out:
+    its middleware stack (with `logger=None` its logging middleware writes nothing; the acknowledgement
+    is manual), the context scopes that dependency injection reads (`apply_types=False`), the filter
+    (the default one accepts a message not yet processed, which a fresh one is not) and the reply
+    publisher (used only when a message asks for an answer: such a message takes FastStream's own
+    path). Each of those cost a few microseconds per message: 6 % of a saturated engine's time for
+    the two inputs of an alert. A subscriber given more than one handler or any broker middleware
+    keeps FastStream's path too."""
+    full = sub.consume
+    plan: list[Any] = []  # [the call item] once it is known to fit, [None] if not
+
+    async def consume(msg: Any) -> Any:
+        if not sub.running:
+            return None
+        if not plan:
+            calls = list(sub.calls)
+            ok = len(calls) == 1 and calls[0].parser is not None and calls[0].decoder is not None
+            plan.append(calls[0] if ok and not sub._broker_middlewares else None)
+        item = plan[0]
+        if item is None:
+            return await full(msg)
+        with sub.lock:
+            message = await item.parser(msg)
+            if message.reply_to:
+                return await full(msg)
+            message.set_decoder(item.decoder)
+            try:
+                await handler(await message.decode())
+            except Exception:
+                log.exception("handling an input failed", subject=getattr(msg, "subject", "?"))
+        return None
+
+    sub.consume = consume
+
+
 async def _as_is(msg: Any) -> Any:
     """Decoder that hands the handler FastStream's message itself.
 
@@ -83,9 +124,10 @@ async def _as_is(msg: Any) -> Any:
     return msg
 
 
-def register(broker: NatsBroker, rt: EngineRuntime) -> None:
+def register(broker: NatsBroker, rt: EngineRuntime, lean: bool = False) -> None:
     """Subscribe the engine's inputs. Alerts and replies: durable JetStream consumers shared by
-    every replica (queue group); positions and status: core NATS in the same queue group."""
+    every replica (queue group); positions and status: core NATS in the same queue group.
+    `lean`: FastStream's cheaper per-message path (`_lean_consume`), for a real broker."""
     s = rt.subjects
     q = s.engine_queue
     # FastStream warns that a durable push consumer does not scale; with `queue` it is a
@@ -122,10 +164,14 @@ def register(broker: NatsBroker, rt: EngineRuntime) -> None:
         )
         sub(handle_stream)
         _cheap_log_context(sub)
+        if lean:
+            _lean_consume(sub, handle_stream)
     for subject, title in ((s.all_unit_positions, "positions"), (s.all_unit_status, "status")):
         sub = broker.subscriber(subject, queue=q, decoder=_as_is, title=title)
         sub(handle_core)
         _cheap_log_context(sub)
+        if lean:
+            _lean_consume(sub, handle_core)
 
 
 def _durable_inputs(s: Subjects) -> list[tuple[str, str, str, str]]:
@@ -194,7 +240,7 @@ def build_app(
         servers, name=f"patrollink-{name}", max_reconnect_attempts=-1, reconnect_time_wait=0.5, logger=None,
         apply_types=False,
     )
-    register(broker, rt)
+    register(broker, rt, lean=True)
     app = FastStream(broker)
     rt.extras["broker"] = broker
 
