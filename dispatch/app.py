@@ -101,13 +101,13 @@ def _lean_consume(sub: Any, handler: Callable[[Any], Awaitable[None]]) -> None:
         if item is None:
             return await full(msg)
         with sub.lock:
-            message = await item.parser(msg)
-            if message.reply_to:
-                return await full(msg)
-            message.set_decoder(item.decoder)
             try:
+                message = await item.parser(msg)
+                if message.reply_to:
+                    return await full(msg)
+                message.set_decoder(item.decoder)
                 await handler(await message.decode())
-            except Exception:
+            except Exception:  # FastStream's `consume` swallows them too (its logger is off here)
                 log.exception("handling an input failed", subject=getattr(msg, "subject", "?"))
         return None
 
