@@ -24,7 +24,7 @@ EARTH_M_PER_DEG = 111_320.0
 REFINE_GROWTH = 1.1  # each refinement of a unit's bound searches at least this factor further
 REFINE_MIN_S = 2.0  # and at least this many seconds further
 SEARCH_CACHE_MIN = 512  # road searches kept (per mode and target node), at least
-SEARCH_CACHE_MAX = 4096  # and at most: every (mode, target) pair of a graph small enough
+SEARCH_CACHE_MAX = 4096  # every (mode, target) pair of a graph with at most this many pairs
 SEARCH_CACHE_NODES = 300_000  # nodes settled across the kept searches (~50 MB), checked now and then
 SEARCH_CACHE_CHECK_EVERY = 256  # new searches between two checks of that budget
 
@@ -164,7 +164,7 @@ class Router:
             # 512, the same answers). Big graphs keep the minimum, and the settled-node budget holds
             # either way.
             pairs = len(self.speed_mps) * (graph.node_count if graph is not None else 0)
-            cache_size = max(SEARCH_CACHE_MIN, min(SEARCH_CACHE_MAX, pairs))
+            cache_size = max(SEARCH_CACHE_MIN, pairs) if pairs <= SEARCH_CACHE_MAX else SEARCH_CACHE_MIN
         self._cache_size = cache_size
         self._new_searches = 0
         self._targets: dict[tuple[float, float, str], tuple[int, float]] = {}

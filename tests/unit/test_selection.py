@@ -132,7 +132,9 @@ def test_choices_do_not_depend_on_which_road_searches_are_kept(monkeypatch):
 
     graph, units, grid, rng = _world(600, 120, 5, per_mode=True)
     kept = Router(graph, SPEEDS)
-    assert kept._cache_size == max(selection.SEARCH_CACHE_MIN, min(selection.SEARCH_CACHE_MAX, 4 * graph.node_count))
+    pairs = 4 * graph.node_count  # type: ignore[attr-defined]
+    assert kept._cache_size == (max(selection.SEARCH_CACHE_MIN, pairs) if pairs <= selection.SEARCH_CACHE_MAX else selection.SEARCH_CACHE_MIN)
+    assert Router(synthetic_city(4000, seed=1), SPEEDS)._cache_size == selection.SEARCH_CACHE_MIN  # a big graph: as before
     places = [graph.coords(rng.randrange(graph.node_count)) for _ in range(300)]  # type: ignore[attr-defined]
     for lat, lon in places + places:  # the second round reuses the searches the first one began
         fresh = Router(graph, SPEEDS, cache_size=1)
