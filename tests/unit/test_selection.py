@@ -123,3 +123,25 @@ def test_grid_cells_shrink_in_a_dense_district_and_keep_their_usual_size_in_a_sp
     assert grid_cell_m(sparse) == 300.0
     assert 100.0 <= grid_cell_m(dense) < 200.0
     assert EngineState(dense).free.cell_m == EngineState(dense).grid.cell_m == grid_cell_m(dense)
+
+
+def test_choices_do_not_depend_on_which_road_searches_are_kept(monkeypatch):
+    """Searches kept from earlier choices (further along) and fresh ones give the same answers; the
+    cache holds every (mode, target) pair of a small graph and sheds searches over its node budget."""
+    import dispatch.core.selection as selection
+
+    graph, units, grid, rng = _world(600, 120, 5, per_mode=True)
+    kept = Router(graph, SPEEDS)
+    pairs = 4 * graph.node_count  # type: ignore[attr-defined]
+    assert kept._cache_size == (max(selection.SEARCH_CACHE_MIN, pairs) if pairs <= selection.SEARCH_CACHE_MAX else selection.SEARCH_CACHE_MIN)
+    assert Router(synthetic_city(4000, seed=1), SPEEDS)._cache_size == selection.SEARCH_CACHE_MIN  # a big graph: as before
+    places = [graph.coords(rng.randrange(graph.node_count)) for _ in range(300)]  # type: ignore[attr-defined]
+    for lat, lon in places + places:  # the second round reuses the searches the first one began
+        fresh = Router(graph, SPEEDS, cache_size=1)
+        a = choose(grid, units, kept, lat, lon, _available)
+        b = choose(grid, units, fresh, lat, lon, _available)
+        assert (a.candidates, a.skipped, a.examined) == (b.candidates, b.skipped, b.examined)
+    assert len(kept._searches) > selection.SEARCH_CACHE_MIN // 2
+    monkeypatch.setattr(selection, "SEARCH_CACHE_NODES", 50)
+    kept._trim()
+    assert sum(s.settled_count for s in kept._searches.values()) <= 50 or len(kept._searches) == 1
