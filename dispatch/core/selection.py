@@ -26,7 +26,7 @@ REFINE_MIN_S = 2.0  # and at least this many seconds further
 SEARCH_CACHE_MIN = 512  # road searches kept (per mode and target node), at least
 SEARCH_CACHE_MAX = 4096  # every (mode, target) pair of a graph with at most this many pairs
 SEARCH_CACHE_NODES = 300_000  # nodes settled across the kept searches (~50 MB), checked now and then
-SEARCH_CACHE_CHECK_EVERY = 256  # new searches between two checks of that budget
+SEARCH_CACHE_CHECK_EVERY = 256  # searches asked (kept or new) between two checks of that budget
 
 
 def straight_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
@@ -201,11 +201,13 @@ class Router:
             self._searches[key] = s
             if len(self._searches) > self._cache_size:
                 self._searches.popitem(last=False)
-            self._new_searches += 1
-            if self._new_searches % SEARCH_CACHE_CHECK_EVERY == 0:
-                self._trim()
         else:
             self._searches.move_to_end(key)
+        # checked on hits too: once every pair of a small graph is kept there are no more misses, but the
+        # kept searches still grow as they are asked further
+        self._new_searches += 1
+        if self._new_searches % SEARCH_CACHE_CHECK_EVERY == 0:
+            self._trim()
         return s
 
     def _trim(self) -> None:

@@ -145,3 +145,30 @@ def test_choices_do_not_depend_on_which_road_searches_are_kept(monkeypatch):
     monkeypatch.setattr(selection, "SEARCH_CACHE_NODES", 50)
     kept._trim()
     assert sum(s.settled_count for s in kept._searches.values()) <= 50 or len(kept._searches) == 1
+
+
+def test_the_search_budget_is_kept_when_every_search_is_already_cached(monkeypatch):
+    """Once every (mode, target) pair of a small graph is kept there are no new searches, but the kept
+    ones still grow as choices ask them further: the budget is checked on every kind of call."""
+    import dispatch.core.selection as selection
+
+    graph, units, grid, rng = _world(600, 120, 5, per_mode=True)
+    router = Router(graph, SPEEDS)
+    places = [graph.coords(rng.randrange(graph.node_count)) for _ in range(8)]  # type: ignore[attr-defined]
+    for lat, lon in places:
+        choose(grid, units, router, lat, lon, _available)
+    assert router._new_searches < selection.SEARCH_CACHE_CHECK_EVERY, "no check yet"
+    monkeypatch.setattr(selection, "SEARCH_CACHE_NODES", 50)
+    trimmed: list[int] = []
+    trim = router._trim
+
+    def counted() -> None:
+        trim()
+        kept = list(router._searches.values())
+        trimmed.append(sum(s.settled_count for s in kept) if len(kept) > 1 else 0)  # (one search is always kept)
+
+    router._trim = counted  # type: ignore[method-assign]
+    for _ in range(40):  # the same places again: the searches they need are kept
+        for lat, lon in places:
+            choose(grid, units, router, lat, lon, _available)
+    assert len(trimmed) >= 2 and all(n <= 50 for n in trimmed), trimmed
