@@ -194,8 +194,12 @@ class MemoryStore:
             raise Conflict(rec)
         self._rev += 1
         self.data[key] = (self._rev, rec.dump())
-        self._changes.put_nowait(type(rec).model_validate_json(self.data[key][1]).model_copy(update={"rev": self._rev}))
+        self._emit(type(rec).model_validate_json(self.data[key][1]).model_copy(update={"rev": self._rev}))
         return self._rev
+
+    def _emit(self, change: Rec | Deleted) -> None:
+        """A change for the watchers (one watcher here; test doubles with several override this)."""
+        self._changes.put_nowait(change)
 
     async def save_many(self, recs: list[Rec]) -> list[int | BaseException]:
         out: list[int | BaseException] = []
@@ -212,7 +216,7 @@ class MemoryStore:
             raise Conflict(kind.model_construct(id=key, rev=rev))
         del self.data[(kind.__name__, key)]
         self._rev += 1
-        self._changes.put_nowait(Deleted(kind, key, self._rev))
+        self._emit(Deleted(kind, key, self._rev))
 
     async def get(self, kind: type[Rec], key: str) -> Rec | None:
         cur = self.data.get((kind.__name__, key))

@@ -24,19 +24,19 @@ from dispatch.core.decide import AlertIn, EngineState, PositionIn, ReplyIn, Tick
 from dispatch.core.records import IncidentRec, UnitRec, UnitState
 from dispatch.engine import EngineShell, _phase
 from dispatch.events import Alert, AlertSource, Area, OrderReply, ReplyKind, UnitPosition, encode
-from dispatch.store import Conflict, Deleted
+from dispatch.store import MemoryStore
 from dispatch.subjects import Subjects
 
 NORTH, _ = RIVER_LATS
 
 
-class SharedStore:
-    """Key-value buckets shared by replicas: revision-checked writes, a change feed per watcher
-    (`hold` keeps back the changes a predicate picks until `release`), hooks run before a batch write."""
+class SharedStore(MemoryStore):
+    """Key-value buckets shared by replicas: MemoryStore's revision-checked writes, with a change feed per
+    watcher (`hold` keeps back the changes a predicate picks until `release`) and hooks run before a
+    batch write."""
 
     def __init__(self) -> None:
-        self.data: dict[tuple[str, str], tuple[int, bytes]] = {}
-        self._rev = 0
+        super().__init__()
         self.watchers: list[dict[str, Any]] = []
         self.hooks: list[Callable[[list[Any]], Awaitable[None]]] = []
 
@@ -47,41 +47,12 @@ class SharedStore:
             else:
                 w["q"].put_nowait(item)
 
-    async def save(self, rec: Any) -> int:
-        key = (type(rec).__name__, rec.id)
-        cur = self.data.get(key)
-        if (cur[0] if cur else 0) != rec.rev:
-            raise Conflict(rec)
-        self._rev += 1
-        self.data[key] = (self._rev, rec.dump())
-        self._emit(type(rec).model_validate_json(self.data[key][1]).model_copy(update={"rev": self._rev}))
-        return self._rev
-
     async def save_many(self, recs: list[Any]) -> list[Any]:
         for hook in list(self.hooks):
             await hook(recs)
-        out: list[Any] = []
-        for rec in recs:
-            try:
-                out.append(await self.save(rec))
-            except Exception as e:
-                out.append(e)
+        out = await super().save_many(recs)
         await asyncio.sleep(0)  # a round trip: other tasks run meanwhile
         return out
-
-    async def delete(self, kind: Any, key: str, rev: int) -> None:
-        cur = self.data.get((kind.__name__, key))
-        if cur is None or cur[0] != rev:
-            raise Conflict(kind.model_construct(id=key, rev=rev))
-        del self.data[(kind.__name__, key)]
-        self._rev += 1
-        self._emit(Deleted(kind, key, self._rev))
-
-    async def get(self, kind: Any, key: str) -> Any:
-        cur = self.data.get((kind.__name__, key))
-        if cur is None:
-            return None
-        return kind.model_validate_json(cur[1]).model_copy(update={"rev": cur[0]})
 
     def release(self, w: dict[str, Any], pick: Callable[[Any], bool] | None = None) -> None:
         keep = []
@@ -188,6 +159,12 @@ class Pair:
             elif o["action"] == "cancel" and held == o["order_id"]:
                 del outstanding[o["unit"]]
 
+    async def plant_orphan(self, unit: str) -> None:
+        """A claim whose incident write never happened (the writer died between the two)."""
+        cur = await self.store.get(UnitRec, unit)
+        await self.store.save(cur.model_copy(update={"state": UnitState.assigned, "order": "o-lost", "incident": "i-lost",
+                                                     "updated": self.clock()}))
+
     async def reply(self, shell: EngineShell, order: dict[str, Any], kind: ReplyKind) -> None:
         if kind in (ReplyKind.cleared, ReplyKind.decline):
             self.ended.add(order["order_id"])
@@ -245,10 +222,7 @@ async def test_the_orphan_sweep_does_not_free_a_unit_the_other_replica_claimed(p
 
 async def test_a_real_orphan_is_still_freed_and_takes_the_next_order(pair: Pair) -> None:
     p = pair
-    # a claim whose incident write never happened (the writer died between the two)
-    cur = await p.store.get(UnitRec, "a1")
-    await p.store.save(cur.model_copy(update={"state": UnitState.assigned, "order": "o-lost", "incident": "i-lost",
-                                              "updated": p.clock()}))
+    await p.plant_orphan("a1")
     await settle()
     p.clock.advance(35)
     assert [u.id for u in orphans(p.b.state, p.clock())] == ["a1"]
@@ -353,9 +327,7 @@ async def test_a_release_that_loses_its_unit_to_a_position_write_is_rolled_forwa
 async def test_a_unit_whose_grace_runs_out_while_the_sweep_reads_the_buckets_is_not_freed_unchecked(pair: Pair) -> None:
     p = pair
     # a real orphan on b1, so that the check before the sweep has something to read (and time passes)
-    cur = await p.store.get(UnitRec, "b1")
-    await p.store.save(cur.model_copy(update={"state": UnitState.assigned, "order": "o-lost", "incident": "i-lost",
-                                              "updated": p.clock()}))
+    await p.plant_orphan("b1")
     await settle()
     p.clock.advance(5)
     p.watch["B"]["hold"] = lambda item: True
