@@ -911,7 +911,9 @@ class EngineShell:
                     try:
                         self._adopt_one(rec)
                     except Exception:
+                        # the core may have changed records in place before it failed: rebuild from the buckets
                         log.exception("could not adopt a record from the bucket watch", record=getattr(rec, "id", None))
+                        await self._recover(None)
 
     def _adopt_one(self, rec: Any) -> None:
         if isinstance(rec, Deleted):

@@ -384,3 +384,26 @@ async def test_claims_that_took_too_long_to_store_are_undone_before_an_incident_
     assert len(incs) == 1 and incs[0].order is not None
     assert (await p.store.get(UnitRec, incs[0].unit)).order == incs[0].order
     p.assert_no_unit_holds_two_orders()
+
+
+async def test_a_watched_record_that_cannot_be_adopted_rebuilds_the_state_and_the_watch_goes_on(pair: Pair, monkeypatch) -> None:
+    p = pair
+    real = p.b._adopt_one
+    broken: list[str] = []
+
+    def once_broken(rec: Any) -> None:
+        if not broken and isinstance(rec, UnitRec) and rec.id == "a1":
+            broken.append(rec.id)
+            p.b.state.units["a1"] = p.b.state.units["a1"].model_copy(update={"order": "half-applied"})  # changed in place
+            raise RuntimeError("adopting failed half-way")
+        real(rec)
+
+    monkeypatch.setattr(p.b, "_adopt_one", once_broken)
+    with capture_logs() as logs:
+        await p.a.apply(alert("ev-A", 114.900))  # A claims a1: B's watch brings the claim (fails), then the incident
+        await settle()
+    assert broken == ["a1"]
+    assert any(e["event"] == "could not adopt a record from the bucket watch" for e in logs)
+    bucket = await p.store.get(UnitRec, "a1")
+    assert p.b.state.units["a1"].order == bucket.order and p.b.state.units["a1"].rev == bucket.rev, "rebuilt from the buckets"
+    assert bucket.incident in p.b.state.incidents, "and the watch went on"
