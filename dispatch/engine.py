@@ -71,6 +71,7 @@ Journal = dict[tuple[str, str], UnitRec | IncidentRec | None]
 Settle = Callable[[bool], Awaitable[None]]
 
 MAX_CONFLICT_RETRIES = 8
+WATCH_RETRY_S = 1.0  # before a failed bucket watch is opened again
 MAX_BATCH = 200
 POSITION_FLUSH_S = 1.0
 RESEND_CLOSED_WITHIN_S = 600.0
@@ -882,22 +883,36 @@ class EngineShell:
         queued meanwhile is applied (`_adopt`). Taking the lock once per record, as before, starved the
         watch under load: the lock is first come, first served, and the worker takes it again for its
         next batch at once, so about one record got in per batch and memory fell further and further
-        behind the buckets (more conflicts, and stale claims that looked like orphans)."""
+        behind the buckets (more conflicts, and stale claims that looked like orphans).
+
+        A watch that fails is opened again after WATCH_RETRY_S: its first pass brings every record as it
+        is now, adopted like any change (newer revisions only), so what changed meanwhile comes in."""
         queued: deque[Any] = deque()
         more = asyncio.Event()
         adopter = asyncio.create_task(self._adopt(queued, more))
         try:
-            async for rec in it:
-                if rec is None:
-                    continue
-                if not isinstance(rec, Deleted) and self._known_rev(type(rec), rec.id) >= rec.rev:
-                    continue  # our own write coming back, or older
-                queued.append(rec)
-                more.set()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("bucket watch failed")
+            while True:
+                try:
+                    async for rec in it:
+                        if rec is None:
+                            continue
+                        if not isinstance(rec, Deleted) and self._known_rev(type(rec), rec.id) >= rec.rev:
+                            continue  # our own write coming back, or older
+                        queued.append(rec)
+                        more.set()
+                    if self._stopping:
+                        return
+                    log.warning("bucket watch ended: opening it again", retry_s=WATCH_RETRY_S)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("bucket watch failed: opening it again", retry_s=WATCH_RETRY_S)
+                await asyncio.sleep(WATCH_RETRY_S)
+                try:
+                    it = self.store.watch(known=self._known_rev).__aiter__()
+                except Exception:
+                    log.exception("could not open the bucket watch again")
+                    it = _failed_watch()
         finally:
             await cancel_and_wait([adopter])
 
@@ -1013,6 +1028,12 @@ class _Job:
     messages: list[Publish] = field(default_factory=list)  # what its decision publishes
     failed: bool = False  # its batch group was undone: decided again on its own
     settled: bool = False
+
+
+async def _failed_watch() -> Any:
+    """A watch that fails at once (the store could not open one): `_follow` tries again later."""
+    raise ConnectionError("no bucket watch")
+    yield  # pragma: no cover - makes this an async generator
 
 
 PHASES = 4

@@ -74,7 +74,10 @@ class SharedStore(MemoryStore):
                 yield cls.model_validate_json(body).model_copy(update={"rev": rev})
             yield None
             while True:
-                yield await w["q"].get()
+                item = await w["q"].get()
+                if isinstance(item, BaseException):
+                    raise item  # the watch fails (a test puts the error in)
+                yield item
 
         return feed()
 
@@ -407,3 +410,25 @@ async def test_a_watched_record_that_cannot_be_adopted_rebuilds_the_state_and_th
     bucket = await p.store.get(UnitRec, "a1")
     assert p.b.state.units["a1"].order == bucket.order and p.b.state.units["a1"].rev == bucket.rev, "rebuilt from the buckets"
     assert bucket.incident in p.b.state.incidents, "and the watch went on"
+
+
+async def test_a_failed_bucket_watch_is_opened_again_and_catches_up(pair: Pair, monkeypatch) -> None:
+    import dispatch.engine as engine
+
+    p = pair
+    monkeypatch.setattr(engine, "WATCH_RETRY_S", 0.01)
+    with capture_logs() as logs:
+        p.watch["B"]["q"].put_nowait(ConnectionError("watch lost"))  # B's watch fails ...
+        await settle()
+        await p.a.apply(alert("ev-A", 114.900))  # ... and A claims a1 while B has none
+        for _ in range(50):
+            await asyncio.sleep(0.01)
+            claim = await p.store.get(UnitRec, "a1")
+            if claim.incident in p.b.state.incidents:
+                break
+    assert any(e["event"].startswith("bucket watch failed") for e in logs), logs
+    assert len(p.store.watchers) == 3, "B opened a new watch"
+    claim = await p.store.get(UnitRec, "a1")
+    assert p.b.state.units["a1"].order == claim.order and claim.incident in p.b.state.incidents, "what changed meanwhile came in"
+    await p.b.apply(alert("ev-B", 114.8995, kind="fight"))  # and B does not give a1 a second order
+    p.assert_no_unit_holds_two_orders()
