@@ -3,10 +3,8 @@
 Replicas share the work: alerts and replies come from durable JetStream
 consumers through one queue group, positions and status through a core NATS
 queue group; state lives in key-value buckets that every replica watches.
-A decision is committed when its records are written (unit claims first, so a
-unit claimed by another replica fails before anything else is written; unit
-releases last, so a unit is never free for another replica to claim while the
-decision that frees it can still be undone); its
+A decision is committed when its records are written (units first, so a unit
+claimed by another replica fails before anything else is written); its
 messages are then published, de-duplicated by id, and also kept in the
 incident's outbox so a restart re-sends what a crash cut off.
 """
@@ -359,7 +357,7 @@ class EngineShell:
                 await self._apply_one(job)
 
     async def _commit(self, done: list["_Job"], saves: dict[tuple[str, str], UnitRec | IncidentRec], journal: Journal) -> list["_Job"]:
-        """Store a batch's records: unit claims, incidents, then unit releases (`_phase`). Decisions that touched a common record
+        """Store a batch's records: units first, then incidents (`_phase`). Decisions that touched a common record
         stand or fall together; a group that lost a record to another replica (or could not be stored)
         is undone, in the bucket and in memory, and returned to be decided again one by one, while the
         other groups stand. Returns the jobs of the groups undone."""
@@ -389,10 +387,8 @@ class EngineShell:
             keys = [k for k, r in saves.items() if _phase(r) == phase and group[k] not in bad]
             if not keys:
                 continue
-            results = await self._save_phase([saves[k] for k in keys], journal)
+            results = await self.store.save_many([saves[k] for k in keys])
             for k, res in zip(keys, results):
-                if res is None:
-                    continue  # a release somebody else made already (`_roll_forward`)
                 if isinstance(res, BaseException):
                     bad.add(group[k])
                     if isinstance(res, Conflict):
@@ -639,19 +635,17 @@ class EngineShell:
         started = self.clock()
         try:
             # Unit claims first: losing a unit to another replica must fail before an incident is written.
-            # Incidents the decision opens come after the others, so that nothing fails after them and
-            # makes us delete them again (the other replica sees a new incident at once and may join an
-            # alert to it). Units released come last of all (see `_phase`); a decision that opens an
-            # incident releases none (a pre-empted unit is claimed again, by the new incident).
+            # Incidents the decision opens come last, once nothing else can fail: the other replica sees a
+            # new incident at once and may join an alert to it before it could be deleted again.
             for group in _phases(saves):
                 if _phase(group[0]) > 0 and self._claims_too_slow(started, written):
                     raise _SlowClaims(next(r for r, _ in written if isinstance(r, UnitRec)))
-                results = await self._save_phase(group, before or {})
+                results = await self.store.save_many(group)
                 failed: BaseException | None = None
                 for rec, res in zip(group, results):
                     if isinstance(res, BaseException):
                         failed = failed or res
-                    elif isinstance(res, int):
+                    else:
                         written.append((rec, res))
                         self._stored(rec, res)
                 if failed is not None:
@@ -686,48 +680,6 @@ class EngineShell:
         take them for orphans before our incidents are written (its sweep frees a claim no incident
         holds after ORPHAN_GRACE), so they are undone instead and the decision taken again."""
         return any(isinstance(r, UnitRec) and r.order is not None for r, _ in written) and self.clock() - started > ORPHAN_GRACE / 2
-
-    async def _save_phase(self, recs: list[UnitRec | IncidentRec], before: Journal) -> list[int | BaseException | None]:
-        """One phase of a decision's (or a batch's) writes. A release that loses its unit to another
-        replica's write is rolled forward, not failed (`_roll_forward`): releases are written last,
-        after the incidents, and failing there would mean undoing incident writes the other replica
-        may already have built on. None: nothing needed writing."""
-        results: list[int | BaseException | None] = list(await self.store.save_many(recs))
-        for i, (rec, res) in enumerate(zip(recs, results)):
-            if isinstance(res, Conflict) and isinstance(rec, UnitRec) and rec.order is None:
-                prev = before.get(("u", rec.id))
-                if isinstance(prev, UnitRec) and prev.order is not None:
-                    results[i] = await self._roll_forward(rec, prev)
-        return results
-
-    async def _roll_forward(self, rec: UnitRec, prev: UnitRec) -> int | BaseException | None:
-        """Write the release `rec` of `prev`'s order again, over what another replica wrote meanwhile.
-
-        What can change a unit holding an order under us is its position (a report the other replica
-        took) or the end of that order (the other replica ended it too: a sweep, an operator's close).
-        If the unit still holds the order, the release is applied on top of the unit as it is now (the
-        newer position kept); if not, somebody released it already and nothing is written (None)."""
-        for _ in range(MAX_CONFLICT_RETRIES):
-            fresh = await self.store.get(UnitRec, rec.id)
-            if fresh is None or fresh.order != prev.order:
-                if fresh is not None:
-                    decide(self.state, Loaded(fresh), self.clock())
-                log.info("release already made by another replica", unit=rec.id, order_id=prev.order)
-                return None
-            merged = fresh.model_copy(update={
-                "state": rec.state, "incident": rec.incident, "order": rec.order, "exercise": rec.exercise, "updated": rec.updated,
-            })
-            if rec.fix_time is not None and (fresh.fix_time is None or rec.fix_time > fresh.fix_time):
-                merged = merged.model_copy(update={"lat": rec.lat, "lon": rec.lon, "fix_time": rec.fix_time})
-            res = (await self.store.save_many([merged]))[0]
-            if isinstance(res, Conflict):
-                continue
-            if isinstance(res, BaseException):
-                return res
-            self.state.put_unit(merged.model_copy(update={"rev": res}))
-            log.info("release written over another replica's change of the unit", unit=rec.id, order_id=prev.order)
-            return res
-        return Conflict(rec)
 
     async def _confirm_orphans(self, now: datetime) -> list[UnitRec]:
         """Before a sweep at `now`: read every unit it would free, and the incident the unit names, from
@@ -1036,7 +988,7 @@ async def _failed_watch() -> Any:
     yield  # pragma: no cover - makes this an async generator
 
 
-PHASES = 4
+PHASES = 3
 
 
 class _SlowClaims(Conflict):
@@ -1048,16 +1000,16 @@ class _SlowClaims(Conflict):
 
 
 def _phase(rec: UnitRec | IncidentRec) -> int:
-    """When a record is written among a decision's (or a batch's): 0 units that hold an order (claims),
-    1 incidents that exist, 2 new incidents, 3 units that hold none (releases, positions).
+    """When a record is written among a decision's (or a batch's): 0 units, 1 incidents that exist,
+    2 new incidents.
 
-    Claims first: losing a unit to another replica must fail before an incident is written. Releases
-    last: a unit written "available" is at once free for the other replica to claim, with a revision
-    the bucket accepts; if a later write of the same decision then failed, our undo of the release
-    would come too late and the unit would hold two orders. Once the incidents are written, nothing
-    after the release can fail and bring it back."""
+    Units first: losing a unit to another replica must fail before an incident is written, and the
+    decision is then taken again on what the buckets hold. (Releases written after the incidents were
+    tried and taken back: a release that then lost its unit to the other replica had to either undo
+    incidents the other replica may have built on, or assume the unit was released by somebody else,
+    which left units holding orders of closed incidents when that somebody's write was undone.)"""
     if isinstance(rec, UnitRec):
-        return 0 if rec.order is not None else 3
+        return 0
     return 1 if rec.rev != 0 else 2
 
 

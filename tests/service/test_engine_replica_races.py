@@ -242,6 +242,10 @@ async def test_a_real_orphan_is_still_freed_and_takes_the_next_order(pair: Pair)
 # --------------------------------------------------------------------------- releases after incidents
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "known race, left open: a release is written with the decision's other unit records, before its incidents; "
+    "if an incident write then conflicts, the other replica may claim the released unit before the undo. "
+    "Writing releases after the incidents closes this but opens worse ones (docs/engine.md, 'Known gaps')"))
 async def test_a_unit_released_by_a_decision_that_is_undone_is_never_free_meanwhile(pair: Pair) -> None:
     p = pair
     await p.a.apply(alert("e1", 114.900))
@@ -267,12 +271,12 @@ async def test_a_unit_released_by_a_decision_that_is_undone_is_never_free_meanwh
     p.assert_no_unit_holds_two_orders()
 
 
-def test_claims_are_written_first_and_releases_last() -> None:
+def test_units_are_written_first_then_incidents_then_new_incidents() -> None:
     unit = UnitRec(id="u1", callsign="U1", kind="police", mode="car", talkgroup="tg1")
     claim = unit.model_copy(update={"order": "o1", "incident": "i1"})
     existing = IncidentRec.model_construct(id="i1", rev=7)
     new = IncidentRec.model_construct(id="i2", rev=0)
-    assert [_phase(r) for r in (claim, existing, new, unit)] == [0, 1, 2, 3]
+    assert [_phase(r) for r in (claim, unit, existing, new)] == [0, 0, 1, 2]
 
 
 # --------------------------------------------------------------------------- a recovery while a batch waits
@@ -298,7 +302,7 @@ async def test_a_batch_waiting_for_the_lock_across_a_recovery_decides_on_the_reb
     assert len({o["unit"] for o in p.orders() if o["action"] == "assign"}) == len([o for o in p.orders() if o["action"] == "assign"])
 
 
-async def test_a_release_that_loses_its_unit_to_a_position_write_is_rolled_forward_not_undone(pair: Pair) -> None:
+async def test_a_release_that_loses_its_unit_to_a_position_write_is_decided_again(pair: Pair) -> None:
     p = pair
     await p.a.apply(alert("ev1", 114.900))  # a1 takes it
     p.clock.advance(200)  # nobody acknowledges: at the next tick the order goes to b1
@@ -307,8 +311,9 @@ async def test_a_release_that_loses_its_unit_to_a_position_write_is_rolled_forwa
     fired: list[int] = []
 
     async def meanwhile(recs: list[Any]) -> None:
-        # A has written b1's claim and the incident; before it writes a1's release, B takes a position of
-        # a1 (its unit record moves on) and joins another alert to the incident (which A could not undo)
+        # before A writes the tick's unit records (b1's claim, a1's release), B takes a position of a1 (its
+        # record moves on) and joins another alert to the incident: A's release conflicts before any incident
+        # is written, so nothing of A's needs undoing that B may have built on, and A decides again
         if fired or not any(isinstance(r, UnitRec) and r.id == "a1" and r.order is None for r in recs):
             return
         fired.append(1)
@@ -321,7 +326,7 @@ async def test_a_release_that_loses_its_unit_to_a_position_write_is_rolled_forwa
     await settle()
     assert fired, "the interleaving was staged"
     a1 = await p.store.get(UnitRec, "a1")
-    assert a1.order is None and a1.lon == pytest.approx(114.8991), "released, with B's newer position kept"
+    assert a1.order is None and a1.lon == pytest.approx(114.8991), "released on a second attempt, B's newer position kept"
     await p.b.apply(alert("ev-C", 114.8801, kind="fight"))  # b1 is the nearest: it must not be free
     await settle()
     p.assert_no_unit_holds_two_orders()
