@@ -15,7 +15,7 @@ for zone schedules, the local minute of the day; only confirmed tracks count.
 | intrusion | a person track | its bottom-centre is in a watched zone (after inertia) whose schedule is on | intrusion |
 | loitering | a person track | it has been in a watched zone (or in view) for >= `seconds` | loitering |
 | crowd | the camera | >= `min_people` persons (in the zones, if any, found in the last 2 frames) for 2 frames | crowd |
-| running | a person track | speed > `speed` body heights/s for 2 frames (>= `min_people` running) | suspicious |
+| running | a person track | speed > `speed` body heights/s for 4 frames (>= `min_people` running) | suspicious |
 | scuffle | the camera | 2+ persons close together (centres < 0.8 body height apart), quick on their paths (>= 0.4 body heights/s on average) but going nowhere (paths >= 2x net displacement), in 60% of the frames of 1.6 s; lulls up to 3 s bridged; a new track takes over the path of one that just ended where it begins | fight |
 | tamper | the camera | covered, blurred or turned away for `seconds` | camera_tamper |
 | offline | the camera | no frame for `seconds` (the runtime asks, see `offline_condition`) | camera_offline |
@@ -81,6 +81,7 @@ class Condition:
 
 
 CROWD_MAX_MISSES = 2  # analysed frames a crowd member may go unseen (hidden by the others) and still count
+RUNNING_FRAMES_AFTER_FIRST = 3  # a runner is fast on 1 + this many consecutive analysed frames
 FIGHT_PATH_SPEED = 0.4
 FIGHT_NEAR = 0.8  # body heights between the two
 FIGHT_VOTES = 0.6  # share of the frames of the window the pair passed the test
@@ -305,7 +306,10 @@ class RuleEngine:
             return []
         runners = []
         for tr in people:
-            db = self._running.setdefault(tr.id, Debounce(on_after=self.period * 1.0, off_after=0.0))
+            # 4 analysed frames (0.6 s at 5 fps): a track that jumps onto a detection a little off its walk
+            # has a high speed for as long as its 0.6 s speed window spans the jump (3 frames), a runner
+            # for seconds (the quiet-night drill raised a false running alert that way, about 1 run in 10)
+            db = self._running.setdefault(tr.id, Debounce(on_after=self.period * RUNNING_FRAMES_AFTER_FIRST, off_after=0.0))
             if db.step(t, tr.speed > rule.speed):
                 runners.append(tr)
         if len(runners) < rule.min_people:

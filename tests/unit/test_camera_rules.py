@@ -152,12 +152,15 @@ def test_crowd_needs_two_frames_and_counts_only_confirmed_people():
 # --------------------------------------------------------------------------- running and scuffle
 
 
-def test_running_needs_speed_above_the_threshold_for_two_frames():
+def test_running_needs_speed_above_the_threshold_for_four_frames():
     cam = camera(running={"speed": 1.0}, intrusion={"enabled": False})
     walk = [[person(1, speed=0.6)]] * 5
     assert not any(k for _, k in run(RuleEngine(cam, FPS), walk))
-    sprint = [[person(1, speed=0.6)], [person(1, speed=2.0)], [person(1, speed=2.0)], [person(1, speed=2.0)]]
-    assert [k for _, k in run(RuleEngine(cam, FPS), sprint)] == [[], [], ["suspicious"], ["suspicious"]]
+    sprint = [[person(1, speed=0.6)]] + [[person(1, speed=2.0)]] * 5
+    assert [k for _, k in run(RuleEngine(cam, FPS), sprint)] == [[], [], [], [], ["suspicious"], ["suspicious"]]
+    # a track that jumps is fast while its speed window spans the jump (3 frames): no runner
+    jump = [[person(1, speed=0.6)]] + [[person(1, speed=2.0)]] * 3 + [[person(1, speed=0.6)]] * 2
+    assert not any(k for _, k in run(RuleEngine(cam, FPS), jump))
 
 
 def test_two_people_close_fast_and_erratic_are_a_fight_two_walking_together_are_not():
