@@ -941,7 +941,7 @@ class _Decision:
         period covers another replica's commit in flight; what this replica's
         memory says is not enough (its bucket watch may lag behind the other
         replica's incident writes), so the shell reads the candidates from the
-        buckets again before a sweep (`orphans`)."""
+        buckets again before a sweep (`EngineShell._confirm_orphans`)."""
         for u in orphans(self.s, self.now):
             self._put_unit(u.model_copy(update={"state": UnitState.available, "incident": None, "order": None}))
             self.s.counters["orphans_freed"] += 1
