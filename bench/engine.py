@@ -526,13 +526,15 @@ class Engine:
 
 
 async def wait_units(js: Any, bucket: str, n: int, timeout: float = 60.0) -> None:
+    from dispatch.subjects import Subjects
+
     deadline = time.monotonic() + timeout
     placed = 0
     while time.monotonic() < deadline:
         try:
             kv = await js.key_value(bucket)
             placed = 0
-            w = await kv.watchall()
+            w = await kv.watch(Subjects.unit_keys)  # the state bucket holds incidents too
             async for e in w:
                 if e is None:
                     break
@@ -569,7 +571,7 @@ async def bench_engine(url: str, server_pid: int, workdir: Path, args: argparse.
         for uid, lat, lon in unit_places:
             await nc.publish(s.unit_position(uid), encode(UnitPosition(unit=uid, lat=lat, lon=lon, accuracy_m=5.0)))
         await nc.flush()
-        await wait_units(js, s.bucket_units, len(unit_places))
+        await wait_units(js, s.bucket_state, len(unit_places))
         load = Load(nc, js, district, random.Random(11))
         assert engine.proc is not None
         load.pids = {"engine": engine.proc.pid, "nats_server": server_pid, "bench": os.getpid()}

@@ -58,7 +58,7 @@ async def trace(n_alerts: int, strace: bool = False) -> None:
             for uid, lat, lon in places:
                 await nc.publish(s.unit_position(uid), encode(UnitPosition(unit=uid, lat=lat, lon=lon, accuracy_m=5.0)))
             await nc.flush()
-            await wait_units(js, s.bucket_units, len(places))
+            await wait_units(js, s.bucket_state, len(places))
             load = Load(nc, js, district, random.Random(5))
             await load.start()
             mon = await nats.connect(server.url, name="trace-monitor")

@@ -218,14 +218,15 @@ def cmd_alert(a: argparse.Namespace) -> int:
     return asyncio.run(main())
 
 
-async def _read_bucket(nc: Any, bucket: str) -> list[dict[str, Any]]:
+async def _read_bucket(nc: Any, bucket: str, keys: str) -> list[dict[str, Any]]:
+    """The records under the key filter `keys` (one kind: the state bucket holds units and incidents)."""
     js = nc.jetstream()
     try:
         kv = await js.key_value(bucket)
     except Exception:
         return []
     out = []
-    watcher = await kv.watchall()
+    watcher = await kv.watch(keys)
     async for e in watcher:
         if e is None:
             break
@@ -257,7 +258,8 @@ def cmd_units(a: argparse.Namespace) -> int:
 
     async def main() -> None:
         nc = await nats.connect(_client_urls(a.nats), connect_timeout=5)
-        rows = await _read_bucket(nc, Subjects(a.prefix).bucket_units)
+        s = Subjects(a.prefix)
+        rows = await _read_bucket(nc, s.bucket_state, s.unit_keys)
         await nc.close()
         rows.sort(key=lambda r: r["id"])
         print(_table(
@@ -279,7 +281,8 @@ def cmd_incidents(a: argparse.Namespace) -> int:
 
     async def main() -> None:
         nc = await nats.connect(_client_urls(a.nats), connect_timeout=5)
-        rows = await _read_bucket(nc, Subjects(a.prefix).bucket_incidents)
+        s = Subjects(a.prefix)
+        rows = await _read_bucket(nc, s.bucket_state, s.incident_keys)
         await nc.close()
         if not a.all:
             rows = [r for r in rows if r["state"] not in ("resolved", "cancelled")]

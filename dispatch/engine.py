@@ -379,26 +379,50 @@ class EngineShell:
         bad: set[int] = set()
         written: list[tuple[tuple[str, str], UnitRec | IncidentRec, int]] = []
         started = self.clock()
-        # in the order of _persist (`_phase`), per group
-        for phase in range(PHASES):
-            if phase == 1 and self._claims_too_slow(started, [(r, rev) for _, r, rev in written]):
-                bad |= {group[k] for k, _, _ in written}
-                log.warning("a batch's unit claims took too long to store: its decisions are taken again one by one")
-            keys = [k for k, r in saves.items() if _phase(r) == phase and group[k] not in bad]
-            if not keys:
-                continue
-            results = await self.store.save_many([saves[k] for k in keys])
-            for k, res in zip(keys, results):
-                if isinstance(res, BaseException):
-                    bad.add(group[k])
-                    if isinstance(res, Conflict):
-                        self.conflicts += 1
-                        log.info("conflict in a batch: its decisions are taken again one by one", record=k[1], detail=str(res))
+        # groups that release a unit are written all or nothing, the others in the order of _persist
+        atomic = _releasing_groups(saves, journal, group) if self.store.atomic else set()
+
+        async def in_phases() -> None:
+            nonlocal bad
+            for phase in range(PHASES):
+                if phase == 1 and self._claims_too_slow(started, [(r, rev) for _, r, rev in written]):
+                    bad |= {group[k] for k, _, _ in written}
+                    log.warning("a batch's unit claims took too long to store: its decisions are taken again one by one")
+                keys = [k for k, r in saves.items() if _phase(r) == phase and group[k] not in bad and group[k] not in atomic]
+                if not keys:
+                    continue
+                results = await self.store.save_many([saves[k] for k in keys])
+                for k, res in zip(keys, results):
+                    if isinstance(res, BaseException):
+                        bad.add(group[k])
+                        if isinstance(res, Conflict):
+                            self.conflicts += 1
+                            log.info("conflict in a batch: its decisions are taken again one by one", record=k[1], detail=str(res))
+                        else:
+                            log.warning("storing part of a batch failed: its decisions are taken again one by one", record=k[1], detail=str(res))
                     else:
-                        log.warning("storing part of a batch failed: its decisions are taken again one by one", record=k[1], detail=str(res))
-                else:
-                    written.append((k, saves[k], res))
-                    self._stored(saves[k], res)
+                        written.append((k, saves[k], res))
+                        self._stored(saves[k], res)
+
+        async def all_or_nothing(keys: list[tuple[str, str]]) -> None:
+            try:
+                revs = await self.store.save_atomic([saves[k] for k in keys])
+            except Conflict as e:
+                self.conflicts += 1
+                bad.update(group[k] for k in keys)
+                log.info("conflict in a batch: its decisions are taken again one by one", detail=str(e))
+                return
+            except Exception as e:  # nothing stored (or not known to be: the rebuild after the retry reads it)
+                bad.update(group[k] for k in keys)
+                log.warning("storing part of a batch failed: its decisions are taken again one by one", detail=str(e))
+                return
+            for k, rev in zip(keys, revs):
+                self._stored(saves[k], rev)
+
+        parts = [in_phases()] + [all_or_nothing(keys) for keys in _atomic_chunks(saves, group, atomic)]
+        errors = [r for r in await asyncio.gather(*parts, return_exceptions=True) if isinstance(r, BaseException)]
+        if errors:
+            raise errors[0]
         if not bad:
             return []
         await self._undo([(rec, rev) for k, rec, rev in written if group[k] in bad], journal)
@@ -631,6 +655,13 @@ class EngineShell:
         replica would leave the others claimed: a unit held by an order that was never sent, or an
         incident nobody opened. `before` holds the records as they were (None: created by the decision).
         """
+        if self.store.atomic and len(saves) > 1 and _releases(saves, before or {}):
+            # a release with the incident write that goes with it: both stored, or neither (nothing to
+            # undo). Written in two steps, another replica could take the unit between the release and
+            # an incident write that then conflicts, and our undo would find the unit gone.
+            for rec, rev in zip(saves, await self.store.save_atomic(saves)):
+                self._stored(rec, rev)
+            return
         written: list[tuple[UnitRec | IncidentRec, int]] = []
         started = self.clock()
         try:
@@ -1011,6 +1042,48 @@ def _phase(rec: UnitRec | IncidentRec) -> int:
     if isinstance(rec, UnitRec):
         return 0
     return 1 if rec.rev != 0 else 2
+
+
+def _releases(saves: list[UnitRec | IncidentRec], before: Journal) -> bool:
+    """Does the decision take an order away from a unit (it is released, or its order replaced)?"""
+    for rec in saves:
+        if isinstance(rec, UnitRec):
+            prev = before.get(("u", rec.id))
+            if isinstance(prev, UnitRec) and prev.order is not None and prev.order != rec.order:
+                return True
+    return False
+
+
+def _releasing_groups(saves: dict[tuple[str, str], UnitRec | IncidentRec], before: Journal, group: dict[tuple[str, str], int]) -> set[int]:
+    """The groups of a batch (decisions that share a record) that take an order away from a unit."""
+    out: set[int] = set()
+    for k, rec in saves.items():
+        if isinstance(rec, UnitRec):
+            prev = before.get(k)
+            if isinstance(prev, UnitRec) and prev.order is not None and prev.order != rec.order:
+                out.add(group[k])
+    return out
+
+
+def _atomic_chunks(saves: dict[tuple[str, str], UnitRec | IncidentRec], group: dict[tuple[str, str], int], atomic: set[int],
+                   most: int = 900) -> list[list[tuple[str, str]]]:
+    """The keys of the `atomic` groups, cut into atomic batches of at most `most` records, a group never
+    cut in two (a group larger than that is a batch of its own, refused by the store: decided again one
+    by one)."""
+    by_group: dict[int, list[tuple[str, str]]] = {}
+    for k in saves:
+        if group[k] in atomic:
+            by_group.setdefault(group[k], []).append(k)
+    chunks: list[list[tuple[str, str]]] = []
+    cur: list[tuple[str, str]] = []
+    for keys in by_group.values():
+        if cur and len(cur) + len(keys) > most:
+            chunks.append(cur)
+            cur = []
+        cur += keys
+    if cur:
+        chunks.append(cur)
+    return chunks
 
 
 def _phases(saves: list[UnitRec | IncidentRec]) -> list[list[UnitRec | IncidentRec]]:

@@ -9,9 +9,11 @@ in-memory test broker. The engine shell only sees the two Protocols.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+import contextlib
 import json
+import os
 import re
+from dataclasses import dataclass
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any, Protocol
@@ -19,7 +21,7 @@ from typing import Any, Protocol
 import structlog
 
 from dispatch.core.records import IncidentRec, UnitRec
-from dispatch.subjects import Subjects
+from dispatch.subjects import INCIDENT_KEYS, UNIT_KEYS, Subjects
 
 log = structlog.get_logger("dispatch.store")
 
@@ -158,6 +160,14 @@ class Store(Protocol):
     async def save_many(self, recs: list[Rec]) -> list[int | BaseException]:
         """Write several records at once (pipelined); per record its new revision or its error."""
 
+    atomic: bool
+    """Whether `save_atomic` can write records all or nothing (a server without atomic batches: not)."""
+
+    async def save_atomic(self, recs: list[Rec]) -> list[int]:
+        """Write every record, each if the bucket still holds its revision, or none of them: their new
+        revisions, else `Conflict` (one record changed since it was read; which one is not known) or
+        another error (nothing written, or, after a timeout, not known to be)."""
+
     async def get(self, kind: type[Rec], key: str) -> Rec | None: ...
 
     async def delete(self, kind: type[Rec], key: str, rev: int) -> None:
@@ -210,6 +220,15 @@ class MemoryStore:
                 out.append(e)
         return out
 
+    atomic = True
+
+    async def save_atomic(self, recs: list[Rec]) -> list[int]:
+        for rec in recs:
+            cur = self.data.get((type(rec).__name__, rec.id))
+            if (cur[0] if cur else 0) != rec.rev:
+                raise Conflict(rec)
+        return [await self.save(rec) for rec in recs]  # no await inside save before the write: nobody runs between
+
     async def delete(self, kind: type[Rec], key: str, rev: int) -> None:
         cur = self.data.get((kind.__name__, key))
         if cur is None or cur[0] != rev:
@@ -258,51 +277,69 @@ class BrokerBus:
 
 
 class KVStore:
-    """Units and incidents in two JetStream key-value buckets (file storage)."""
+    """Units and incidents in one JetStream key-value bucket (file storage), keys `unit.<id>` and
+    `incident.<id>`: one stream, so that a decision's records can be written in one atomic batch."""
 
     MINE_LIMIT = 200_000
+    ATOMIC_MAX = 900  # records per atomic batch (the server takes at most 1,000 messages)
 
     def __init__(self, js: Any, subjects: Subjects, replicas: int = 1, timeout_s: float = 5.0) -> None:
         self.js = js
         self.subjects = subjects
         self.replicas = replicas
         self.timeout_s = timeout_s
-        self.units: Any = None
-        self.incidents: Any = None
+        self.kv: Any = None
+        self.atomic = False  # known once the bucket is open (atomic batches need nats-server 2.12)
         # revisions this store wrote, noted the moment the bucket answers: the watch need not parse them
         # again (the engine holds those records already). Each is forgotten once it has come back. A
         # unit is never dropped from memory, so an older revision arriving late is still recognised as
         # older; a closed incident is, and the engine remembers its closing revision instead (the
         # watcher's `known`), so an older revision of it arriving late is recognised too.
-        self._mine: dict[str, set[int]] = {subjects.bucket_units: set(), subjects.bucket_incidents: set()}
+        self._mine: set[int] = set()
         self._answers = _AnswerInbox(self._on_reply)
-        # reply token -> its burst of writes, place in it, and the bucket written
-        self._waiting: dict[str, tuple[_Burst, int, str]] = {}
+        # reply token -> its burst of writes and place in it
+        self._waiting: dict[str, tuple[_Burst, int]] = {}
         self._token = 0
+        self._batch_prefix = f"pl{os.getpid():x}{id(self):x}-"  # unique per store: batch ids are per stream
 
     async def open(self) -> "KVStore":
         from nats.js.api import KeyValueConfig, StorageType
 
-        async def bucket(name: str, what: str) -> Any:
-            try:
-                return await self.js.key_value(name)
-            except Exception:
-                return await self.js.create_key_value(
-                    KeyValueConfig(
-                        bucket=name, history=1, storage=StorageType.FILE, replicas=self.replicas, description=what
-                    )
-                )
-
-        self.units = await bucket(self.subjects.bucket_units, "PatrolLink unit state")
-        self.incidents = await bucket(self.subjects.bucket_incidents, "PatrolLink incident state")
+        name = self.subjects.bucket_state
+        try:
+            self.kv = await self.js.key_value(name)
+        except Exception:
+            self.kv = await self.js.create_key_value(
+                KeyValueConfig(bucket=name, history=1, storage=StorageType.FILE, replicas=self.replicas,
+                               description="PatrolLink units and incidents")
+            )
+        self.atomic = await self._allow_atomic(f"KV_{name}")
         return self
 
-    def _bucket(self, kind: type[Rec] | Rec) -> Any:
-        is_unit = kind is UnitRec or isinstance(kind, UnitRec)
-        return self.units if is_unit else self.incidents
+    async def _allow_atomic(self, stream: str) -> bool:
+        """Switch atomic batches on for the bucket's stream (nats-server 2.12 and later). An older
+        server refuses or ignores the setting: the engine then writes a decision's records one
+        burst after another, as before, and says so."""
+        try:
+            info = await self.js.stream_info(stream)
+            cfg = info.config
+            if not getattr(cfg, "allow_atomic", False):
+                cfg.allow_atomic = True
+                info = await self.js.update_stream(cfg)
+            if getattr(info.config, "allow_atomic", False):
+                return True
+        except Exception as e:
+            log.warning("atomic batches unavailable: decisions are written in bursts", stream=stream, detail=str(e))
+            return False
+        log.warning("atomic batches unavailable (nats-server older than 2.12?): decisions are written in bursts", stream=stream)
+        return False
 
-    def _note_mine(self, bucket: str, rev: int) -> None:
-        mine = self._mine[bucket]
+    def _key(self, rec: Rec | type[Rec], id_: str | None = None) -> str:
+        is_unit = rec is UnitRec or isinstance(rec, UnitRec)
+        return (UNIT_KEYS if is_unit else INCIDENT_KEYS) + (id_ if id_ is not None else rec.id)  # type: ignore[union-attr]
+
+    def _note_mine(self, rev: int) -> None:
+        mine = self._mine
         if len(mine) >= self.MINE_LIMIT:
             mine.clear()  # nobody is watching: forget, the watch would only parse a few records again
         mine.add(rev)
@@ -313,29 +350,29 @@ class KVStore:
             raise res
         return res
 
-    async def save_many(self, recs: list[Rec]) -> list[int | BaseException]:
-        """Publish every write at once, each with the revision it expects (JetStream's
-        expected-last-subject-sequence header, as the key-value update does), then collect the answers
-        on one reply subscription: one burst of writes instead of a request/response per record.
-        The answers fill one list; the last one (or the timeout) wakes the caller once."""
-        if not recs:
-            return []
+    async def _burst(self, recs: list[Rec], headers: Callable[[int, Rec], dict[str, str]],
+                     answered: Callable[[int], bool]) -> tuple[_Burst, list[str]]:
+        """Publish one message per record, with the headers `headers(i, rec)` gives, an answer asked for
+        where `answered(i)`; then wait for those answers (or the timeout). Returns the burst (its results
+        by place) and the reply tokens."""
         prefix = await self._reply_inbox()
         nc = self.js._nc
         loop = asyncio.get_running_loop()
+        asked = [i for i in range(len(recs)) if answered(i)]
         burst = _Burst(len(recs), loop.create_future())
+        burst.left = len(asked)
         tokens: list[str] = []
+        pre = self.kv._pre
         try:
             for i, rec in enumerate(recs):
-                self._token += 1
-                token = str(self._token)
-                kv = self._bucket(rec)
-                self._waiting[token] = (burst, i, kv._name)
-                tokens.append(token)
-                await nc.publish(
-                    f"{kv._pre}{rec.id}", rec.dump(), reply=prefix + token,
-                    headers={"Nats-Expected-Last-Subject-Sequence": str(rec.rev)},
-                )
+                reply = ""
+                if answered(i):
+                    self._token += 1
+                    token = str(self._token)
+                    self._waiting[token] = (burst, i)
+                    tokens.append(token)
+                    reply = prefix + token
+                await nc.publish(pre + self._key(rec), rec.dump(), reply=reply, headers=headers(i, rec))
         except BaseException:
             for token in tokens:
                 self._waiting.pop(token, None)
@@ -349,16 +386,26 @@ class KVStore:
                 if burst.left:
                     for token in tokens:
                         self._waiting.pop(token, None)
+        return burst, tokens
+
+    async def save_many(self, recs: list[Rec]) -> list[int | BaseException]:
+        """Publish every write at once, each with the revision it expects (JetStream's
+        expected-last-subject-sequence header, as the key-value update does), then collect the answers
+        on one reply subscription: one burst of writes instead of a request/response per record.
+        The answers fill one list; the last one (or the timeout) wakes the caller once."""
+        if not recs:
+            return []
+        burst, _ = await self._burst(
+            recs, lambda i, rec: {"Nats-Expected-Last-Subject-Sequence": str(rec.rev)}, lambda i: True)
         out: list[int | BaseException] = []
         unanswered = [rec for rec, res in zip(recs, burst.results) if res is None]
         landed = iter(await asyncio.gather(*(self._landed(rec) for rec in unanswered)) if unanswered else [])
         for rec, res in zip(recs, burst.results):
-            kv = self._bucket(rec)
             if res is None:
                 out.append(next(landed))
             elif isinstance(res, int):
                 out.append(res)  # noted as ours when the answer arrived (_on_reply)
-            elif isinstance(res, _WriteRefused) and res.err_code in (10071, 10164):  # wrong last sequence
+            elif isinstance(res, _WriteRefused) and res.err_code in _WRONG_LAST:
                 if rec.rev == 0:
                     out.append(await self._create(rec))  # maybe a key deleted before: the bucket's own way
                 else:
@@ -367,20 +414,59 @@ class KVStore:
                 out.append(res)
         return out
 
+    async def save_atomic(self, recs: list[Rec]) -> list[int]:
+        """One JetStream atomic batch (ADR-50): every message carries the batch id and its place, each
+        the revision its record expects; the last one commits. The server checks every expectation at
+        the commit and stores all of them or none; only the commit is answered (the first message asks
+        for an answer too when it is the commit). The batch's messages get consecutive sequences: the
+        commit's acknowledgement names the last.
+
+        A record created by the decision (revision 0) whose key held a deleted record before counts as
+        a conflict here (the expectation is "no record", the key's last sequence is the deletion): the
+        engine reads it again and decides again, and its burst path writes it the bucket's own way."""
+        if not recs:
+            return []
+        if len(recs) > self.ATOMIC_MAX:
+            raise ValueError(f"{len(recs)} records in one atomic batch (at most {self.ATOMIC_MAX})")
+        self._token += 1
+        batch_id = f"{self._batch_prefix}{self._token}"
+        last = len(recs) - 1
+
+        def headers(i: int, rec: Rec) -> dict[str, str]:
+            h = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(i + 1),
+                 "Nats-Expected-Last-Subject-Sequence": str(rec.rev)}
+            if i == last:
+                h["Nats-Batch-Commit"] = "1"
+            return h
+
+        burst, _ = await self._burst(recs, headers, lambda i: i == last)
+        res = burst.results[last]
+        if res is None:
+            # no answer in time: the batch may have been stored all the same; read it back
+            revs = [await self._landed(rec) for rec in recs]
+            if all(isinstance(r, int) for r in revs):
+                return revs  # type: ignore[return-value]
+            raise TimeoutError(f"no answer to an atomic batch of {len(recs)} records within {self.timeout_s} s")
+        if isinstance(res, _WriteRefused):
+            if res.err_code in _WRONG_LAST:
+                raise Conflict(recs[0])
+            raise res
+        assert isinstance(res, int)
+        return list(range(res - last, res + 1))  # noted as ours when the answer arrived (_on_reply)
+
     async def _landed(self, rec: Rec) -> int | BaseException:
         """A write whose answer did not come in time may have been stored all the same (the answer was
         late or lost with the connection). Taken for failed, it would never be undone: a release
         stored while its decision's other writes are undone leaves the unit free and its incident
         holding the order. So read the key back: our bytes there, at a newer revision, mean written."""
-        kv = self._bucket(rec)
         timeout = TimeoutError(f"no answer storing {type(rec).__name__} {rec.id} within {self.timeout_s} s")
         try:
-            entry = await asyncio.wait_for(kv.get(rec.id), self.timeout_s)
+            entry = await asyncio.wait_for(self.kv.get(self._key(rec)), self.timeout_s)
         except Exception:  # not found, the connection is down, or no answer again: not known to be written
             return timeout
         if entry is None or entry.revision is None or entry.revision <= rec.rev or entry.value != rec.dump():
             return timeout
-        self._note_mine(kv._name, int(entry.revision))
+        self._note_mine(int(entry.revision))
         return int(entry.revision)
 
     async def _reply_inbox(self) -> str:
@@ -390,34 +476,36 @@ class KVStore:
         waiting = self._waiting.pop(_token_of(msg.subject), None)
         if waiting is None:
             return
-        burst, i, bucket = waiting
+        burst, i = waiting
         ack, code, why = _publish_answer(msg)
         if ack is None:
             burst.answer(i, _WriteRefused(code, why))
             return
         rev = int(ack["seq"])
-        self._note_mine(bucket, rev)  # before the writer even resumes: the watch may bring the write back first
+        # noted before the writer even resumes: the watch may bring the write back first (an atomic
+        # batch's acknowledgement names its last sequence and how many it stored)
+        for r in range(rev - int(ack.get("count", 1)) + 1, rev + 1):
+            self._note_mine(r)
         burst.answer(i, rev)
 
     async def _create(self, rec: Rec) -> int | BaseException:
-        kv = self._bucket(rec)
         try:
-            rev = await kv.create(rec.id, rec.dump())
+            rev = await self.kv.create(self._key(rec), rec.dump())
         except Exception as e:
             if "wrong last sequence" in str(e).lower() or "key exists" in str(e).lower():
                 return Conflict(rec)
             return e
-        self._note_mine(kv._name, rev)
+        self._note_mine(rev)
         return int(rev)
 
     async def delete(self, kind: type[Rec], key: str, rev: int) -> None:
-        await self._bucket(kind).delete(key, last=rev)
+        await self.kv.delete(self._key(kind, key), last=rev)
 
     async def get(self, kind: type[Rec], key: str) -> Rec | None:
         from nats.js.errors import KeyDeletedError, KeyNotFoundError
 
         try:
-            entry = await self._bucket(kind).get(key)
+            entry = await self.kv.get(self._key(kind, key))
         except (KeyNotFoundError, KeyDeletedError):
             return None
         if entry.value is None:
@@ -425,50 +513,49 @@ class KVStore:
         return kind.model_validate_json(entry.value).model_copy(update={"rev": entry.revision})
 
     async def watch(self, known: Known | None = None) -> AsyncIterator[Rec | Deleted | None]:
-        """Initial values of both buckets, then None, then changes of either (deletions as `Deleted`).
+        """Initial values of the bucket, then None, then its changes in the order they were stored
+        (deletions as `Deleted`).
 
         With `known`, a change whose revision the caller holds already (our own writes coming back,
         mostly) is dropped before it is parsed."""
-        queue: asyncio.Queue[Rec | Deleted | None | BaseException] = asyncio.Queue()
-        done = {"n": 0}
-
-        async def pump(kv: Any, cls: type[Rec]) -> None:
-            mine = self._mine[kv._name]
-            initial = True
-            try:
-                watcher = await kv.watchall()
-                _drop_known_early(watcher, kv, cls, mine, known)
-                async for entry in watcher:
-                    if entry is None:
-                        initial = False
-                        done["n"] += 1
-                        if done["n"] == 2:
-                            queue.put_nowait(None)
-                        continue
-                    if not initial and _already_held(entry.revision, entry.key, cls, mine, known):
-                        continue
-                    if entry.operation is not None:  # delete or purge
-                        if done["n"] == 2:  # a change after the initial values: replicas must forget it
-                            queue.put_nowait(Deleted(cls, entry.key, entry.revision))
-                        continue
-                    if entry.value is None:
-                        continue
-                    queue.put_nowait(cls.model_validate_json(entry.value).model_copy(update={"rev": entry.revision}))
-            except asyncio.CancelledError:
-                raise
-            except BaseException as e:  # surface to the consumer rather than dying silently
-                queue.put_nowait(e)
-
-        tasks = [asyncio.create_task(pump(self.units, UnitRec)), asyncio.create_task(pump(self.incidents, IncidentRec))]
+        mine = self._mine
+        initial = True
+        watcher = await self.kv.watchall()
+        _drop_known_early(watcher, self.kv, mine, known)
         try:
-            while True:
-                item = await queue.get()
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
+            async for entry in watcher:
+                if entry is None:
+                    initial = False
+                    yield None
+                    continue
+                kind = _kind_of(entry.key)
+                if kind is None:
+                    continue  # not a record of ours
+                cls, id_ = kind
+                if not initial and _already_held(entry.revision, id_, cls, mine, known):
+                    continue
+                if entry.operation is not None:  # delete or purge
+                    if not initial:  # a change after the initial values: replicas must forget it
+                        yield Deleted(cls, id_, entry.revision)
+                    continue
+                if entry.value is None:
+                    continue
+                yield cls.model_validate_json(entry.value).model_copy(update={"rev": entry.revision})
         finally:
-            for t in tasks:
-                t.cancel()
+            with contextlib.suppress(Exception):
+                await watcher.stop()
+
+
+_WRONG_LAST = (10071, 10164)  # JetStream's "wrong last sequence" error codes (key-value update/create)
+
+
+def _kind_of(key: str) -> tuple[type[Rec], str] | None:
+    """(record class, id) of a state bucket key (None: a key that is not a unit or an incident)."""
+    if key.startswith(UNIT_KEYS):
+        return UnitRec, key[len(UNIT_KEYS):]
+    if key.startswith(INCIDENT_KEYS):
+        return IncidentRec, key[len(INCIDENT_KEYS):]
+    return None
 
 
 def ack_numbers(reply: str) -> tuple[int, int]:
@@ -489,7 +576,7 @@ def _already_held(rev: int, key: str, cls: type[Rec], mine: set[int], known: Kno
     return known is not None and known(cls, key) >= rev
 
 
-def _drop_known_early(watcher: Any, kv: Any, cls: type[Rec], mine: set[int], known: Known | None) -> None:
+def _drop_known_early(watcher: Any, kv: Any, mine: set[int], known: Known | None) -> None:
     """Drop our own writes coming back through the bucket watch as soon as nats-py hands them to the
     watch's subscription: before it builds an entry (reply subject parsed into metadata, headers
     read), queues it, and wakes the task reading the watcher. Four of these per alert (the unit and
@@ -515,7 +602,8 @@ def _drop_known_early(watcher: Any, kv: Any, cls: type[Rec], mine: set[int], kno
                 rev = ack_numbers(msg.reply)[1]
             except (ValueError, IndexError):
                 rev = -1
-            if rev > 0 and _already_held(rev, msg.subject[len(pre):], cls, mine, known):
+            kind = _kind_of(msg.subject[len(pre):])
+            if rev > 0 and kind is not None and _already_held(rev, kind[1], kind[0], mine, known):
                 return
         await inner(msg)
 

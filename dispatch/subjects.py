@@ -20,6 +20,12 @@ def check_token(value: str, what: str = "id") -> str:
     return value
 
 
+UNIT_KEYS = "unit."
+"""Key prefix of unit records in the state bucket (`Subjects.bucket_state`)."""
+INCIDENT_KEYS = "incident."
+"""Key prefix of incident records in the state bucket."""
+
+
 @dataclass(frozen=True)
 class Subjects:
     """Subject names under an optional prefix such as 't1a2b3c4' (tests) or 'site2'."""
@@ -159,12 +165,23 @@ class Subjects:
         return self._n("DEADLETTER")
 
     @property
-    def bucket_units(self) -> str:
-        return self._n("units")
+    def bucket_state(self) -> str:
+        """The key-value bucket of units and incidents (keys `unit.<id>` and `incident.<id>`). One bucket
+        is one stream, so a decision's records can be written in one atomic batch (a release with the
+        incident write that goes with it: both stored, or neither)."""
+        return self._n("state")
 
-    @property
-    def bucket_incidents(self) -> str:
-        return self._n("incidents")
+    @staticmethod
+    def unit_key(unit_id: str) -> str:
+        return UNIT_KEYS + unit_id
+
+    @staticmethod
+    def incident_key(incident_id: str) -> str:
+        return INCIDENT_KEYS + incident_id
+
+    # key filters for a watch of the state bucket that wants one kind only
+    unit_keys = UNIT_KEYS + ">"
+    incident_keys = INCIDENT_KEYS + ">"
 
     @property
     def bucket_snapshots(self) -> str:

@@ -726,9 +726,8 @@ class Drill:
         for name in (s.stream_alerts, s.stream_radio, s.stream_incidents, s.stream_deadletter):
             with contextlib.suppress(Exception):
                 await js.delete_stream(name)
-        for bucket in (s.bucket_units, s.bucket_incidents):
-            with contextlib.suppress(Exception):
-                await js.delete_key_value(bucket)
+        with contextlib.suppress(Exception):
+            await js.delete_key_value(s.bucket_state)
         with contextlib.suppress(Exception):
             await js.delete_object_store(s.bucket_snapshots)
         await nc.close()

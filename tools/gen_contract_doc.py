@@ -81,7 +81,8 @@ def render() -> str:
     out += [f"| `{s}` | {p} | {w} | {st} |" for s, p, w, st in SUBJECTS]
     out += [
         "",
-        "Key-value buckets: `units` and `incidents` (engine state, JSON records, revision-checked writes).",
+        "Key-value bucket: `state` (engine state, JSON records, revision-checked writes), one key per",
+        "unit (`unit.<unit_id>`) and per incident (`incident.<incident_id>`).",
         "Object store: `snapshots` (JPEG snapshots referenced by `Alert.snapshot`).",
         "",
         "## Differences from DESIGN.md",

@@ -183,8 +183,8 @@ class Live:
         await self.nc.flush()
         self._push("status", self.status())
         self._tasks += [
-            asyncio.create_task(self._watch_kv(s.bucket_units, "units", self._on_unit_rec)),
-            asyncio.create_task(self._watch_kv(s.bucket_incidents, "incidents", self._on_incident_rec)),
+            asyncio.create_task(self._watch_kv(s.bucket_state, s.unit_keys, "units", self._on_unit_rec)),
+            asyncio.create_task(self._watch_kv(s.bucket_state, s.incident_keys, "incidents", self._on_incident_rec)),
             asyncio.create_task(self._follow_stream(s.all_alerts, "alerts", self._on_alert)),
             asyncio.create_task(self._ops()),
             asyncio.create_task(self._load_last_orders()),
@@ -208,11 +208,12 @@ class Live:
         return {"nats": self.connected.is_set(), "ready": dict(self.ready), "console": self.console_id}
 
     # ------------------------------------------------------------------ followers
-    async def _watch_kv(self, bucket: str, name: str, handle: Callable[[dict[str, Any]], None]) -> None:
+    async def _watch_kv(self, bucket: str, keys: str, name: str, handle: Callable[[dict[str, Any]], None]) -> None:
+        """Records of one kind (`keys`, a key filter such as `unit.>`) from a bucket that holds several."""
         while True:
             try:
                 kv = await self.js.key_value(bucket)
-                watcher = await kv.watchall()
+                watcher = await kv.watch(keys)
                 async for e in watcher:
                     if e is None:
                         self.ready[name] = True

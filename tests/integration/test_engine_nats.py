@@ -236,10 +236,9 @@ async def test_streams_use_file_storage_and_state_lives_in_file_backed_buckets(e
         info = await js.stream_info(stream)
         assert info.config.storage == StorageType.FILE, stream
     assert (await js.stream_info(s.stream_alerts)).config.subjects == [s.all_alerts]
-    for bucket in (s.bucket_units, s.bucket_incidents):
-        status = await (await js.key_value(bucket)).status()
-        assert status.bucket == bucket
-        assert (await js.stream_info(f"KV_{bucket}")).config.storage == StorageType.FILE
+    status = await (await js.key_value(s.bucket_state)).status()
+    assert status.bucket == s.bucket_state
+    assert (await js.stream_info(f"KV_{s.bucket_state}")).config.storage == StorageType.FILE
 
 
 # --------------------------------------------------------------------------- choosing a unit
@@ -515,8 +514,8 @@ async def test_state_survives_a_restart_and_a_pending_order_still_times_out_to_t
     await live.stop()
     # the premise: the first engine was gone before the deadline could fire
     assert first.ack_deadline is not None and utc() < first.ack_deadline, "stopping took longer than the ack timeout"
-    kv = await nc.jetstream().key_value(live.subjects.bucket_incidents)
-    stored = json.loads((await kv.get(first.incident_id)).value)
+    kv = await nc.jetstream().key_value(live.subjects.bucket_state)
+    stored = json.loads((await kv.get(live.subjects.incident_key(first.incident_id))).value)
     assert stored["state"] == "assigned" and stored["order"] == first.order_id
 
     await live.start()  # a new app, same prefix, same server

@@ -228,29 +228,30 @@ async def publish_positions(nc: Any, s: Subjects, places: list[tuple[str, float,
 
 
 async def wait_units_placed(js: Any, s: Subjects, n: int, timeout: float = 30.0) -> None:
-    """Until the units bucket holds a position for `n` units (the engine stored every report)."""
+    """Until the state bucket holds a position for `n` units (the engine stored every report)."""
     deadline = time.monotonic() + timeout
     placed = 0
     while time.monotonic() < deadline:
-        placed = sum(1 for u in (await read_bucket(js, s.bucket_units)).values() if u.get("lat") is not None)
+        placed = sum(1 for u in (await read_bucket(js, s.bucket_state, s.unit_keys)).values() if u.get("lat") is not None)
         if placed >= n:
             return
         await asyncio.sleep(0.2)
-    raise AssertionError(f"only {placed} of {n} unit positions reached the units bucket")
+    raise AssertionError(f"only {placed} of {n} unit positions reached the state bucket")
 
 
-async def read_bucket(js: Any, bucket: str) -> dict[str, dict[str, Any]]:
+async def read_bucket(js: Any, bucket: str, keys: str) -> dict[str, dict[str, Any]]:
+    """The records under the key filter `keys` (e.g. `unit.>`), by id: the key without its `unit.` prefix."""
     try:
         kv = await js.key_value(bucket)
     except Exception:
         return {}
     out: dict[str, dict[str, Any]] = {}
-    watcher = await kv.watchall()
+    watcher = await kv.watch(keys)
     async for e in watcher:
         if e is None:
             break
         if e.value:
-            out[e.key] = json.loads(e.value)
+            out[e.key.partition(".")[2]] = json.loads(e.value)
     await watcher.stop()
     return out
 
@@ -448,9 +449,9 @@ async def test_two_replicas_never_give_one_unit_two_orders_and_every_alert_joins
         assert [a for a, n in mentions.items() if n != 1] == []
 
         # the buckets agree: every incident closed, every unit free again
-        incidents = await read_bucket(js, s.bucket_incidents)
+        incidents = await read_bucket(js, s.bucket_state, s.incident_keys)
         assert {i for i, r in incidents.items() if r["state"] not in ("resolved", "cancelled")} == set()
-        units = await read_bucket(js, s.bucket_units)
+        units = await read_bucket(js, s.bucket_state, s.unit_keys)
         busy = {u: (r["state"], r.get("order")) for u, r in units.items() if r["state"] != "available" or r.get("order")}
         assert busy == {}, f"{len(busy)} units were left holding an order: {list(busy.items())[:5]}"
 
@@ -586,7 +587,7 @@ async def test_kill_9_mid_incidents_loses_nothing_sends_no_order_twice_and_timeo
 
         # -- acknowledged incidents kept their unit; nothing was lost from the bucket
         await asyncio.sleep(0.5)
-        bucket = await read_bucket(js, s.bucket_incidents)
+        bucket = await read_bucket(js, s.bucket_state, s.incident_keys)
         for i in incidents_before:
             assert i in bucket, f"incident {i} was lost"
             assert bucket[i]["state"] not in ("resolved", "cancelled"), bucket[i]
@@ -598,7 +599,7 @@ async def test_kill_9_mid_incidents_loses_nothing_sends_no_order_twice_and_timeo
             assert bucket[i]["state"] in ("assigned", "queued", "escalated", "acknowledged")
             assert bucket[i]["unit"] != first_orders[i]["unit"]
             assert any(a["order_id"] == first_orders[i]["order_id"] and a["outcome"] == "timed_out" for a in bucket[i]["attempts"])
-        units = await read_bucket(js, s.bucket_units)
+        units = await read_bucket(js, s.bucket_state, s.unit_keys)
         for i in acked:
             u = units[first_orders[i]["unit"]]
             assert (u["state"], u["incident"]) == ("acknowledged", i)

@@ -12,8 +12,8 @@ import time
 import nats
 import pytest
 
-from dispatch.core.records import UnitKind, UnitRec, UnitState
-from dispatch.store import JetStreamBus, KVStore, PublishRefused, ensure_streams
+from dispatch.core.records import IncidentRec, IncidentState, UnitKind, UnitRec, UnitState
+from dispatch.store import Conflict, JetStreamBus, KVStore, PublishRefused, ensure_streams
 from dispatch.subjects import Subjects
 
 
@@ -32,10 +32,10 @@ async def test_our_own_writes_do_not_come_back_through_the_watch_but_another_rep
     try:
         theirs = await KVStore(nc2.jetstream(), subjects).open()
         it = ours.watch()
-        assert await next_change(it) is None  # no initial values: the buckets are new
+        assert await next_change(it) is None  # no initial values: the bucket is new
         # the echo filter sits on the subscription nats-py's read loop really delivers to
         hooked = [s for s in nc._subs.values() if getattr(s._cb, "__wrapped_watch__", False)]
-        assert len(hooked) == 2, "the bucket watch's echo filter is not installed (nats-py changed?)"
+        assert len(hooked) == 1, "the bucket watch's echo filter is not installed (nats-py changed?)"
 
         mine_rev = await ours.save(unit("u-ours"))
         their_rev = await theirs.save(unit("u-theirs"))
@@ -43,7 +43,7 @@ async def test_our_own_writes_do_not_come_back_through_the_watch_but_another_rep
         change = await next_change(it)
         assert isinstance(change, UnitRec)
         assert (change.id, change.rev) == ("u-theirs", their_rev)
-        assert mine_rev not in ours._mine[subjects.bucket_units]  # dropped on arrival, and forgotten
+        assert mine_rev not in ours._mine  # dropped on arrival, and forgotten
     finally:
         await nc2.close()
 
@@ -100,9 +100,59 @@ async def test_a_write_whose_answer_is_lost_but_which_was_stored_counts_as_writt
     rev = await store.save(rec)  # no answer: the key is read back, and it holds our write
     assert lossy.lost == 1 and rev > first
     assert (await store.get(UnitRec, "u1")).state is UnitState.off_duty
-    assert rev in store._mine[store.subjects.bucket_units], "noted as ours, so the watch does not bring it back"
+    assert rev in store._mine, "noted as ours, so the watch does not bring it back"
     # a write the bucket refused (a stale revision) whose answer is lost too: still a failure
     with pytest.raises(TimeoutError):
         await store.save(rec.model_copy(update={"rev": first, "state": UnitState.busy}))
     assert lossy.lost == 2
+    assert (await store.get(UnitRec, "u1")).state is UnitState.off_duty
+
+
+def incident(iid: str, unit_id: str | None = None) -> IncidentRec:
+    return IncidentRec.model_validate({
+        "id": iid, "kind": "theft", "priority": 2, "state": "assigned" if unit_id else "resolved",
+        "place": {"lat": 30.2, "lon": 114.9}, "opened_at": "2026-11-30T18:00:00Z",
+        "last_alert_at": "2026-11-30T18:00:00Z", "updated_at": "2026-11-30T18:00:00Z", "unit": unit_id,
+    })
+
+
+async def test_an_atomic_write_stores_every_record_or_none_of_them(nc, nats_server, fresh_prefix):
+    subjects = Subjects(fresh_prefix)
+    store = await KVStore(nc.jetstream(), subjects).open()
+    assert store.atomic, "this nats-server takes atomic batches on the state bucket"
+    u = unit("u1")
+    u = u.model_copy(update={"rev": await store.save(u.model_copy(update={"order": "o1", "incident": "i1"}))})
+    i = incident("i1", "u1")
+    i = i.model_copy(update={"rev": await store.save(i)})
+    # the release and the incident's resolution, together: consecutive revisions, both stored
+    released = u.model_copy(update={"order": None, "incident": None})
+    resolved = i.model_copy(update={"state": IncidentState.resolved, "unit": None})
+    revs = await store.save_atomic([released, resolved])
+    assert revs[1] == revs[0] + 1 and revs[0] > i.rev
+    assert set(revs) <= store._mine, "noted as ours, so the watch does not bring them back"
+    assert (await store.get(UnitRec, "u1")).order is None
+    assert (await store.get(IncidentRec, "i1")).rev == revs[1]
+    # another replica wrote the incident meanwhile: the whole batch is refused, the unit untouched
+    nc2 = await nats.connect(nats_server.url)
+    try:
+        theirs = await KVStore(nc2.jetstream(), subjects).open()
+        fresh = await theirs.get(IncidentRec, "i1")
+        await theirs.save(fresh.model_copy(update={"state": IncidentState.assigned, "unit": "u2"}))
+    finally:
+        await nc2.close()
+    claim = released.model_copy(update={"rev": revs[0], "order": "o2", "incident": "i1"})
+    stale = resolved.model_copy(update={"rev": revs[1], "state": IncidentState.assigned, "unit": "u1"})
+    with pytest.raises(Conflict):
+        await store.save_atomic([claim, stale])
+    assert (await store.get(UnitRec, "u1")).order is None, "nothing of a refused batch is stored"
+    assert (await store.get(IncidentRec, "i1")).unit == "u2"
+
+
+async def test_an_atomic_write_whose_answer_is_lost_but_which_was_stored_counts_as_written(nc, fresh_prefix):
+    store = await KVStore(nc.jetstream(), Subjects(fresh_prefix), timeout_s=0.3).open()
+    a = unit("u1").model_copy(update={"rev": await store.save(unit("u1"))})
+    b = incident("i1")
+    store._waiting = lossy = _LoseAnswers()
+    revs = await store.save_atomic([a.model_copy(update={"state": UnitState.off_duty}), b])
+    assert lossy.lost == 1 and revs[1] > revs[0] > a.rev
     assert (await store.get(UnitRec, "u1")).state is UnitState.off_duty

@@ -54,6 +54,13 @@ class SharedStore(MemoryStore):
         await asyncio.sleep(0)  # a round trip: other tasks run meanwhile
         return out
 
+    async def save_atomic(self, recs: list[Any]) -> list[int]:
+        for hook in list(self.hooks):
+            await hook(recs)
+        out = await super().save_atomic(recs)
+        await asyncio.sleep(0)
+        return out
+
     def release(self, w: dict[str, Any], pick: Callable[[Any], bool] | None = None) -> None:
         keep = []
         for item in w["held"]:
@@ -242,11 +249,8 @@ async def test_a_real_orphan_is_still_freed_and_takes_the_next_order(pair: Pair)
 # --------------------------------------------------------------------------- releases after incidents
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known race, left open: a release is written with the decision's other unit records, before its incidents; "
-    "if an incident write then conflicts, the other replica may claim the released unit before the undo. "
-    "Writing releases after the incidents closes this but opens worse ones (docs/engine.md, 'Known gaps')"))
 async def test_a_unit_released_by_a_decision_that_is_undone_is_never_free_meanwhile(pair: Pair) -> None:
+    # the release and the incident write are one atomic write: the conflict refuses both
     p = pair
     await p.a.apply(alert("e1", 114.900))
     o1 = p.orders()[0]

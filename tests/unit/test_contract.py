@@ -52,7 +52,10 @@ def test_camera_alert_needs_its_camera_and_operator_alert_needs_a_place():
 def test_every_subject_comes_from_one_place_and_a_prefix_separates_deployments():
     s, t = Subjects(), Subjects("site2")
     assert s.order("p01") == "radio.p01.order" and t.order("p01") == "site2.radio.p01.order"
-    assert t.stream_alerts == "site2_ALERTS" and t.bucket_units == "site2_units"
+    assert t.stream_alerts == "site2_ALERTS" and s.bucket_state == "state" and t.bucket_state == "site2_state"
+    # units and incidents share the state bucket, told apart by their keys' first token
+    assert s.unit_key("p01") == "unit.p01" and s.incident_key("i01") == "incident.i01"
+    assert (s.unit_keys, s.incident_keys) == ("unit.>", "incident.>")
     assert t.strip(t.camera_alert("cam01")) == "alerts.camera.cam01"
     assert s.deadletter("alerts.camera.cam01") == "deadletter.alerts.camera.cam01"
     with pytest.raises(ValueError, match="subject token"):
