@@ -326,20 +326,19 @@ class EngineShell:
                 for job in done:
                     self._forget_id(job)
             else:
-                failed = await self._commit(done, saves, batch_journal)
-                for job in done:
-                    if job.failed:
-                        continue
-                    for c in job.messages:
-                        sent.append(await self._publish(c.message, c.data))
-                for job in done:
-                    if job.failed:
-                        continue
-                    logged = [c.message for c in job.messages if _loggable(c.message)]
-                    if logged:
-                        with structlog.contextvars.bound_contextvars(**_ids(job.inp)):  # type: ignore[arg-type]
-                            for m in logged:
-                                _log_publish(m)
+
+                async def send(stored: list[_Job]) -> None:
+                    for job in stored:
+                        for c in job.messages:
+                            sent.append(await self._publish(c.message, c.data))
+                    for job in stored:
+                        logged = [c.message for c in job.messages if _loggable(c.message)]
+                        if logged:
+                            with structlog.contextvars.bound_contextvars(**_ids(job.inp)):  # type: ignore[arg-type]
+                                for m in logged:
+                                    _log_publish(m)
+
+                failed = await self._commit(done, saves, batch_journal, send)
         if fallback:
             self.fallbacks += 1
             for job in ready:
@@ -356,11 +355,15 @@ class EngineShell:
             if job.failed or id(job) in refused:
                 await self._apply_one(job)
 
-    async def _commit(self, done: list["_Job"], saves: dict[tuple[str, str], UnitRec | IncidentRec], journal: Journal) -> list["_Job"]:
-        """Store a batch's records: units first, then incidents (`_phase`). Decisions that touched a common record
-        stand or fall together; a group that lost a record to another replica (or could not be stored)
-        is undone, in the bucket and in memory, and returned to be decided again one by one, while the
-        other groups stand. Returns the jobs of the groups undone."""
+    async def _commit(self, done: list["_Job"], saves: dict[tuple[str, str], UnitRec | IncidentRec], journal: Journal,
+                      send: Callable[[list["_Job"]], Awaitable[None]]) -> list["_Job"]:
+        """Store a batch's records and `send` the messages of the decisions stored. Decisions that touched
+        a common record stand or fall together (a group). A group that takes an order away from a unit
+        is written as one atomic batch; the others units first, then incidents (`_phase`), and their
+        messages are sent as soon as those are stored, without waiting for the atomic batches (which
+        the server syncs to disk: a few milliseconds). A group that lost a record to another replica
+        (or could not be stored) is undone, in the bucket and in memory, and returned to be decided
+        again one by one, while the other groups stand. Returns the jobs of the groups undone."""
         parent = list(range(len(done)))
 
         def root(i: int) -> int:
@@ -379,7 +382,6 @@ class EngineShell:
         bad: set[int] = set()
         written: list[tuple[tuple[str, str], UnitRec | IncidentRec, int]] = []
         started = self.clock()
-        # groups that release a unit are written all or nothing, the others in the order of _persist
         atomic = _releasing_groups(saves, journal, group) if self.store.atomic else set()
 
         async def in_phases() -> None:
@@ -412,17 +414,27 @@ class EngineShell:
                 bad.update(group[k] for k in keys)
                 log.info("conflict in a batch: its decisions are taken again one by one", detail=str(e))
                 return
-            except Exception as e:  # nothing stored (or not known to be: the rebuild after the retry reads it)
+            except Exception as e:  # nothing stored (or not known to be: the retry's conflict re-reads it)
                 bad.update(group[k] for k in keys)
                 log.warning("storing part of a batch failed: its decisions are taken again one by one", detail=str(e))
                 return
             for k, rev in zip(keys, revs):
                 self._stored(saves[k], rev)
 
-        parts = [in_phases()] + [all_or_nothing(keys) for keys in _atomic_chunks(saves, group, atomic)]
-        errors = [r for r in await asyncio.gather(*parts, return_exceptions=True) if isinstance(r, BaseException)]
+        # the atomic batches go out first and are awaited last
+        pending = [asyncio.ensure_future(all_or_nothing(keys)) for keys in _atomic_chunks(saves, group, atomic)]
+        try:
+            await in_phases()
+        except BaseException:
+            await asyncio.gather(*pending, return_exceptions=True)
+            await self._recover(None)  # what was stored and what not is unknown: the buckets say
+            raise
+        await send([job for i, job in enumerate(done) if root(i) not in bad and root(i) not in atomic])
+        errors = [r for r in await asyncio.gather(*pending, return_exceptions=True) if isinstance(r, BaseException)]
         if errors:
+            await self._recover(None)
             raise errors[0]
+        await send([job for i, job in enumerate(done) if root(i) in atomic and root(i) not in bad])
         if not bad:
             return []
         await self._undo([(rec, rev) for k, rec, rev in written if group[k] in bad], journal)
@@ -1055,14 +1067,17 @@ def _releases(saves: list[UnitRec | IncidentRec], before: Journal) -> bool:
 
 
 def _releasing_groups(saves: dict[tuple[str, str], UnitRec | IncidentRec], before: Journal, group: dict[tuple[str, str], int]) -> set[int]:
-    """The groups of a batch (decisions that share a record) that take an order away from a unit."""
+    """The groups of a batch (decisions that share a record) that take an order away from a unit and
+    write something else with it."""
     out: set[int] = set()
+    size: dict[int, int] = {}
     for k, rec in saves.items():
+        size[group[k]] = size.get(group[k], 0) + 1
         if isinstance(rec, UnitRec):
             prev = before.get(k)
             if isinstance(prev, UnitRec) and prev.order is not None and prev.order != rec.order:
                 out.add(group[k])
-    return out
+    return {g for g in out if size[g] > 1}  # a release alone (the orphan sweep) has nothing to go with
 
 
 def _atomic_chunks(saves: dict[tuple[str, str], UnitRec | IncidentRec], group: dict[tuple[str, str], int], atomic: set[int],

@@ -1,7 +1,7 @@
 """Where the engine keeps its state and sends its messages.
 
-`KVStore` / `JetStreamBus` are the real thing (JetStream key-value buckets
-written with revision checks, JetStream publishes de-duplicated by message id).
+`KVStore` / `JetStreamBus` are the real thing (a JetStream key-value bucket
+written with revision checks, atomic batches where a decision needs them, JetStream publishes de-duplicated by message id).
 `MemoryStore` / `BrokerBus` serve the fast service tests over FastStream's
 in-memory test broker. The engine shell only sees the two Protocols.
 """
@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
+import uuid
 from dataclasses import dataclass
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
@@ -44,6 +44,16 @@ class Conflict(Exception):
     def __init__(self, rec: Rec) -> None:
         super().__init__(f"{type(rec).__name__} {rec.id} changed since revision {rec.rev}")
         self.rec = rec
+
+
+class BatchConflict(Conflict):
+    """An atomic batch refused: one of its records changed since it was read (which one, the server's
+    answer does not say)."""
+
+    def __init__(self, recs: list[Rec], why: str) -> None:
+        Exception.__init__(self, f"one of {len(recs)} records written together changed since it was read ({why})")
+        self.rec = recs[0]
+        self.recs = recs
 
 
 class _WriteRefused(Exception):
@@ -227,7 +237,9 @@ class MemoryStore:
             cur = self.data.get((type(rec).__name__, rec.id))
             if (cur[0] if cur else 0) != rec.rev:
                 raise Conflict(rec)
-        return [await self.save(rec) for rec in recs]  # no await inside save before the write: nobody runs between
+        # MemoryStore's own save (test doubles override save to stage races): it does not yield before
+        # writing, so nobody runs between the checks and the writes
+        return [await MemoryStore.save(self, rec) for rec in recs]
 
     async def delete(self, kind: type[Rec], key: str, rev: int) -> None:
         cur = self.data.get((kind.__name__, key))
@@ -300,7 +312,9 @@ class KVStore:
         # reply token -> its burst of writes and place in it
         self._waiting: dict[str, tuple[_Burst, int]] = {}
         self._token = 0
-        self._batch_prefix = f"pl{os.getpid():x}{id(self):x}-"  # unique per store: batch ids are per stream
+        # batch ids are per stream and must not repeat while the server holds an abandoned batch
+        # (10 s): random per store, not a pid (every container's engine is pid 1)
+        self._batch_prefix = uuid.uuid4().hex[:16] + "-"
 
     async def open(self) -> "KVStore":
         from nats.js.api import KeyValueConfig, StorageType
@@ -442,14 +456,20 @@ class KVStore:
         burst, _ = await self._burst(recs, headers, lambda i: i == last)
         res = burst.results[last]
         if res is None:
-            # no answer in time: the batch may have been stored all the same; read it back
-            revs = [await self._landed(rec) for rec in recs]
-            if all(isinstance(r, int) for r in revs):
-                return revs  # type: ignore[return-value]
+            # no answer in time: the batch may have been stored all the same. It is all or nothing, so
+            # one record read back as ours (another replica may have written the others since) says
+            # where all of them went: consecutive revisions
+            found = await asyncio.gather(*(self._landed(rec) for rec in recs))
+            for i, rev in enumerate(found):
+                if isinstance(rev, int):
+                    revs = [rev - i + j for j in range(len(recs))]
+                    for r in revs:
+                        self._note_mine(r)
+                    return revs
             raise TimeoutError(f"no answer to an atomic batch of {len(recs)} records within {self.timeout_s} s")
         if isinstance(res, _WriteRefused):
             if res.err_code in _WRONG_LAST:
-                raise Conflict(recs[0])
+                raise BatchConflict(recs, str(res))
             raise res
         assert isinstance(res, int)
         return list(range(res - last, res + 1))  # noted as ours when the answer arrived (_on_reply)
@@ -583,7 +603,7 @@ def _drop_known_early(watcher: Any, kv: Any, mine: set[int], known: Known | None
     the incident, written by the alert and by the unit's reply), each a task wake-up and some Python.
 
     Only after the initial values (the watcher's marker is then sent). What is dropped here is what
-    `pump` would drop (`_already_held`). nats-py's ordered-consumer bookkeeping (sequence checks,
+    `KVStore.watch` would drop (`_already_held`). nats-py's ordered-consumer bookkeeping (sequence checks,
     resets) has run by then in its read loop, and keeps running: only the callback is wrapped."""
     # `watcher._sub` is nats-py's JetStream wrapper, a copy made when the watch started; the read
     # loop and the subscription's task use the Subscription inside it (`_sub._sub`), so the callback
@@ -593,7 +613,7 @@ def _drop_known_early(watcher: Any, kv: Any, mine: set[int], known: Known | None
     inner = getattr(sub, "_cb", None)
     pre = getattr(kv, "_pre", None)
     if inner is None or pre is None or not hasattr(watcher, "_init_done"):
-        return  # another nats-py: leave it as it is, `pump` filters the same changes later
+        return  # another nats-py: leave it as it is, `KVStore.watch` filters the same changes later
 
     async def early(msg: Any) -> None:
         # the subscription's task still counts the message as delivered (flow control stays exact)

@@ -4,8 +4,8 @@
 
 | what | where from | how |
 | --- | --- | --- |
-| units (state, position, drill) | KV bucket `units` | watch (current values, then changes) |
-| incidents (state, unit, deadline, attempts) | KV bucket `incidents` | watch |
+| units (state, position, drill) | KV bucket `state`, keys `unit.>` | watch (current values, then changes) |
+| incidents (state, unit, deadline, attempts) | KV bucket `state`, keys `incident.>` | watch |
 | incident events (explanations, timeline, escalations) | `incidents.>` | core subscription; at start the last `assigned` event of each open incident from the INCIDENTS stream |
 | orders (route, snapshot, deadline) | `radio.*.order` | core subscription; at start each unit's last order from the RADIO stream |
 | talkgroup broadcasts, drill ones too | `radio.talkgroup.>` | core subscription |

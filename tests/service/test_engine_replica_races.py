@@ -275,6 +275,40 @@ async def test_a_unit_released_by_a_decision_that_is_undone_is_never_free_meanwh
     p.assert_no_unit_holds_two_orders()
 
 
+async def test_an_alerts_order_does_not_wait_for_a_release_stored_in_the_same_batch(pair: Pair) -> None:
+    p = pair
+    s = p.a.subjects
+    await p.a.apply(alert("e1", 114.900))
+    o1 = p.orders()[0]
+    await p.reply(p.a, o1, ReplyKind.ack)
+    gate = asyncio.Event()
+    atomic: list[list[Any]] = []
+    save_atomic = p.store.save_atomic
+
+    async def slow(recs: list[Any]) -> list[int]:  # the server syncs an atomic batch to disk: it takes a while
+        atomic.append(recs)
+        await gate.wait()
+        return await save_atomic(recs)
+
+    p.store.save_atomic = slow  # type: ignore[method-assign]
+    cleared = OrderReply(order_id=o1["order_id"], incident_id=o1["incident_id"], unit=o1["unit"], reply=ReplyKind.cleared)
+    p.ended.add(o1["order_id"])
+    p.a.submit(s.reply(o1["unit"]), encode(cleared))
+    p.a.submit(s.operator_alert("c1"), encode(Alert(event_id="e2", source=AlertSource.operator, console="c1", kind="theft",
+                                                    area=Area(lat=NORTH, lon=114.881))))
+    for _ in range(200):
+        await asyncio.sleep(0)
+        if len(p.orders()) == 2:
+            break
+    assert atomic and {type(r) for r in atomic[0]} == {UnitRec, IncidentRec}, "the release went with its incident, atomically"
+    assert p.a.batches, "both inputs were decided as one batch"
+    assert [o["unit"] for o in p.orders()] == [o1["unit"], "b1"], "the alert's order left while the release was being stored"
+    gate.set()
+    await p.a.drained()
+    assert (await p.store.get(UnitRec, o1["unit"])).order is None
+    p.assert_no_unit_holds_two_orders()
+
+
 def test_units_are_written_first_then_incidents_then_new_incidents() -> None:
     unit = UnitRec(id="u1", callsign="U1", kind="police", mode="car", talkgroup="tg1")
     claim = unit.model_copy(update={"order": "o1", "incident": "i1"})
