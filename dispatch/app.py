@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import uuid
 import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -222,6 +223,46 @@ async def ensure_consumers(js: Any, s: Subjects) -> None:
                 await asyncio.sleep(0.05 * (attempt + 1))
 
 
+HELLO_WAIT_S = 0.2
+"""How long a starting engine waits for another replica to answer its hello (loopback: ~1 ms)."""
+
+
+async def meet_replicas(nc: Any, subject: str, seen: Callable[[], None], wait_s: float = HELLO_WAIT_S) -> bool:
+    """Say hello to the other engine replicas and keep listening for newcomers; True if one answered.
+
+    Every replica calls `seen` when a newcomer says hello (and answers it), before the newcomer takes
+    any input: from then on both write a decision that releases a unit atomically. Two replicas
+    starting together hear each other's hello (each listens before it speaks). Once seen, a replica
+    stays seen: a replica that went quiet may be cut off, not gone."""
+    me = uuid.uuid4().hex.encode()
+
+    async def on_hello(msg: Any) -> None:
+        if msg.data == me:
+            return  # our own
+        seen()
+        if msg.reply:
+            await nc.publish(msg.reply, me)
+
+    await nc.subscribe(subject, cb=on_hello)
+    loop = asyncio.get_running_loop()
+    answered: asyncio.Future[bool] = loop.create_future()
+
+    async def on_answer(msg: Any) -> None:
+        if msg.data != me and not answered.done():
+            answered.set_result(True)
+
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox, cb=on_answer)
+    try:
+        await nc.publish(subject, me, reply=inbox)
+        await nc.flush()
+        return await asyncio.wait_for(answered, wait_s)
+    except asyncio.TimeoutError:
+        return False
+    finally:
+        await sub.unsubscribe()
+
+
 def build_app(
     district: Any,
     servers: list[str],
@@ -254,8 +295,18 @@ def build_app(
         store = await KVStore(js, subjects, replicas=replicas).open()
         street_graph = graph if graph is not None else district.load_streets()
         state = EngineState(district, street_graph)
-        rt.shell = EngineShell(state, store, JetStreamBus(js), subjects, name=name)
-        await rt.shell.load()
+        rt.shell = shell = EngineShell(state, store, JetStreamBus(js), subjects, name=name)
+        await shell.load()
+        shell.atomic_releases = False  # until another replica is seen (before we take any input)
+
+        def replica_seen() -> None:
+            if not shell.atomic_releases:
+                shell.atomic_releases = True
+                log.info("another engine replica is running: decisions that release a unit are written atomically",
+                         atomic_batches=store.atomic)
+
+        if await meet_replicas(broker.connection, subjects.engine_hello, replica_seen):
+            replica_seen()
         # the district, street graph and loaded state live as long as the process: keep the cyclic
         # garbage collector from walking them on every full collection (fewer long pauses)
         gc.collect()
@@ -273,7 +324,8 @@ def build_app(
     @app.after_startup
     async def _timers() -> None:
         rt.need_shell().start_timers()
-        log.info("engine ready", name=name, servers=servers, district=district.name, prefix=prefix or None)
+        log.info("engine ready", name=name, servers=servers, district=district.name, prefix=prefix or None,
+                 atomic_releases=rt.need_shell().atomic_releases)
 
     @app.on_shutdown
     async def _stop() -> None:

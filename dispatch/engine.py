@@ -119,6 +119,11 @@ class EngineShell:
         # and the bucket watch drops that write (and anything older for the key) instead of parsing it
         self._closed: dict[str, int] = {}
         self._stopping = False
+        # Write a decision that takes an order away from a unit as one atomic batch (where the store
+        # can). Only another replica can get between its writes, and an atomic batch costs the server a
+        # sync to disk (~3 ms), so the app turns it off while no other engine replica has been seen
+        # (`dispatch.app.meet_replicas`); once one has, it stays on.
+        self.atomic_releases = True
 
     # ------------------------------------------------------------------ inbound
     async def on_raw(self, subject: str, data: bytes, redelivered: bool = False) -> None:
@@ -382,7 +387,7 @@ class EngineShell:
         bad: set[int] = set()
         written: list[tuple[tuple[str, str], UnitRec | IncidentRec, int]] = []
         started = self.clock()
-        atomic = _releasing_groups(saves, journal, group) if self.store.atomic else set()
+        atomic = _releasing_groups(saves, journal, group) if self.store.atomic and self.atomic_releases else set()
 
         async def in_phases() -> None:
             nonlocal bad
@@ -667,7 +672,7 @@ class EngineShell:
         replica would leave the others claimed: a unit held by an order that was never sent, or an
         incident nobody opened. `before` holds the records as they were (None: created by the decision).
         """
-        if self.store.atomic and len(saves) > 1 and _releases(saves, before or {}):
+        if self.store.atomic and self.atomic_releases and len(saves) > 1 and _releases(saves, before or {}):
             # a release with the incident write that goes with it: both stored, or neither (nothing to
             # undo). Written in two steps, another replica could take the unit between the release and
             # an incident write that then conflicts, and our undo would find the unit gone.

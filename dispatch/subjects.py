@@ -188,6 +188,11 @@ class Subjects:
         return self._n("snapshots")
 
     @property
+    def engine_hello(self) -> str:
+        """An engine replica starting says so here (core NATS, request/reply); the others answer."""
+        return self._p("engine.hello")
+
+    @property
     def engine_queue(self) -> str:
         """Queue group (and durable consumer name) the engine replicas share."""
         return self._n("engine")

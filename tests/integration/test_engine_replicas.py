@@ -338,6 +338,8 @@ async def test_two_replicas_never_give_one_unit_two_orders_and_every_alert_joins
             e.start()
         for e in engines:
             await e.wait_ready()
+        for e in engines:  # each heard the other before taking input: releases are written atomically
+            assert "another engine replica is running" in e.log_text(), e.name
         js = nc.jetstream()
 
         # -- the units: positions now, then answer every order quickly: acknowledge, clear
