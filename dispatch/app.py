@@ -297,16 +297,9 @@ def build_app(
         state = EngineState(district, street_graph)
         rt.shell = shell = EngineShell(state, store, JetStreamBus(js), subjects, name=name)
         await shell.load()
-        shell.atomic_releases = False  # until another replica is seen (before we take any input)
-
-        def replica_seen() -> None:
-            if not shell.atomic_releases:
-                shell.atomic_releases = True
-                log.info("another engine replica is running: decisions that release a unit are written atomically",
-                         atomic_batches=store.atomic)
-
-        if await meet_replicas(broker.connection, subjects.engine_hello, replica_seen):
-            replica_seen()
+        shell.shared = False  # until another replica is seen (before we take any input)
+        if await meet_replicas(broker.connection, subjects.engine_hello, lambda: shell.share("hello")):
+            shell.share("hello answered")
         # the district, street graph and loaded state live as long as the process: keep the cyclic
         # garbage collector from walking them on every full collection (fewer long pauses)
         gc.collect()
@@ -325,7 +318,7 @@ def build_app(
     async def _timers() -> None:
         rt.need_shell().start_timers()
         log.info("engine ready", name=name, servers=servers, district=district.name, prefix=prefix or None,
-                 atomic_releases=rt.need_shell().atomic_releases)
+                 shared=rt.need_shell().shared)
 
     @app.on_shutdown
     async def _stop() -> None:

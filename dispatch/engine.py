@@ -119,13 +119,23 @@ class EngineShell:
         # and the bucket watch drops that write (and anything older for the key) instead of parsing it
         self._closed: dict[str, int] = {}
         self._stopping = False
-        # Write a decision that takes an order away from a unit as one atomic batch (where the store
-        # can). Only another replica can get between its writes, and an atomic batch costs the server a
-        # sync to disk (~3 ms), so the app turns it off while no other engine replica has been seen
-        # (`dispatch.app.meet_replicas`); once one has, it stays on.
-        self.atomic_releases = True
+        # Whether another engine replica shares the bucket. Only another writer can get between a
+        # decision's writes, so a lone engine writes all of a decision's records in one burst (one round
+        # trip). Shared, it writes the unit claims first, then the incidents, and a decision that takes
+        # an order away from a unit as one atomic batch (where the store can; it costs the server a sync
+        # to disk, ~3 ms). The app starts it False and turns it on once another replica has been seen
+        # (`dispatch.app.meet_replicas`); it then stays on.
+        self.shared = True
 
     # ------------------------------------------------------------------ inbound
+    def share(self, why: str) -> None:
+        """Another writer shares the bucket (a replica said hello, or a write of somebody else's came
+        in): from now on claims first, then incidents, and releases atomically. It stays on."""
+        if not self.shared:
+            self.shared = True
+            log.info("another engine replica is running: unit claims are written first, releases atomically",
+                     seen_by=why, atomic_batches=getattr(self.store, "atomic", False))
+
     async def on_raw(self, subject: str, data: bytes, redelivered: bool = False) -> None:
         """Decode one message by its subject, hand it to the core and wait for the decision; refuse
         what cannot be read. Raises if the decision failed (the broker should deliver it again)."""
@@ -387,7 +397,8 @@ class EngineShell:
         bad: set[int] = set()
         written: list[tuple[tuple[str, str], UnitRec | IncidentRec, int]] = []
         started = self.clock()
-        atomic = _releasing_groups(saves, journal, group) if self.store.atomic and self.atomic_releases else set()
+        atomic = _releasing_groups(saves, journal, group) if self.store.atomic and self.shared else set()
+        phase_of = _phase if self.shared else _one_phase
 
         async def in_phases() -> None:
             nonlocal bad
@@ -395,15 +406,18 @@ class EngineShell:
                 if phase == 1 and self._claims_too_slow(started, [(r, rev) for _, r, rev in written]):
                     bad |= {group[k] for k, _, _ in written}
                     log.warning("a batch's unit claims took too long to store: its decisions are taken again one by one")
-                keys = [k for k, r in saves.items() if _phase(r) == phase and group[k] not in bad and group[k] not in atomic]
+                keys = [k for k, r in saves.items() if phase_of(r) == phase and group[k] not in bad and group[k] not in atomic]
                 if not keys:
                     continue
+                if not self.shared:
+                    keys.sort(key=lambda k: _phase(saves[k]))  # one burst, in the same order: units first
                 results = await self.store.save_many([saves[k] for k in keys])
                 for k, res in zip(keys, results):
                     if isinstance(res, BaseException):
                         bad.add(group[k])
                         if isinstance(res, Conflict):
                             self.conflicts += 1
+                            self.share("conflict")
                             log.info("conflict in a batch: its decisions are taken again one by one", record=k[1], detail=str(res))
                         else:
                             log.warning("storing part of a batch failed: its decisions are taken again one by one", record=k[1], detail=str(res))
@@ -592,6 +606,7 @@ class EngineShell:
                 except Conflict as e:
                     self.conflicts += 1
                     conflicts += 1
+                    self.share("conflict")
                     log.info("conflict", record=e.rec.id, detail=str(e))
                     if msg_id is not None:
                         self.state.seen.pop(msg_id, None)
@@ -672,7 +687,7 @@ class EngineShell:
         replica would leave the others claimed: a unit held by an order that was never sent, or an
         incident nobody opened. `before` holds the records as they were (None: created by the decision).
         """
-        if self.store.atomic and self.atomic_releases and len(saves) > 1 and _releases(saves, before or {}):
+        if self.store.atomic and self.shared and len(saves) > 1 and _releases(saves, before or {}):
             # a release with the incident write that goes with it: both stored, or neither (nothing to
             # undo). Written in two steps, another replica could take the unit between the release and
             # an incident write that then conflicts, and our undo would find the unit gone.
@@ -685,7 +700,8 @@ class EngineShell:
             # Unit claims first: losing a unit to another replica must fail before an incident is written.
             # Incidents the decision opens come last, once nothing else can fail: the other replica sees a
             # new incident at once and may join an alert to it before it could be deleted again.
-            for group in _phases(saves):
+            # alone: one burst, nobody can get between its writes
+            for group in (_phases(saves) if self.shared or not saves else [sorted(saves, key=_phase)]):
                 if _phase(group[0]) > 0 and self._claims_too_slow(started, written):
                     raise _SlowClaims(next(r for r, _ in written if isinstance(r, UnitRec)))
                 results = await self.store.save_many(group)
@@ -937,6 +953,9 @@ class EngineShell:
         # again: while it waited, a decision may have written (or closed) the record; then only a
         # position held in memory is owed (below), the record is not
         if self._known_rev(type(rec), rec.id) < rec.rev:
+            # under the lock no write of ours is in flight, so a newer revision is somebody else's (a
+            # replica that missed our hello). Not before: our own write's echo can beat its answer.
+            self.share("bucket watch")
             decide(self.state, Loaded(rec), self.clock())
         if isinstance(rec, UnitRec) and rec.id in self._unflushed:
             # another replica wrote the unit (a claim) over a position we hold in memory only
@@ -1104,6 +1123,11 @@ def _atomic_chunks(saves: dict[tuple[str, str], UnitRec | IncidentRec], group: d
     if cur:
         chunks.append(cur)
     return chunks
+
+
+def _one_phase(rec: UnitRec | IncidentRec) -> int:
+    """A lone engine's order of writes: all at once."""
+    return 0
 
 
 def _phases(saves: list[UnitRec | IncidentRec]) -> list[list[UnitRec | IncidentRec]]:

@@ -241,16 +241,16 @@ async def test_streams_use_file_storage_and_state_lives_in_file_backed_buckets(e
     assert (await js.stream_info(f"KV_{s.bucket_state}")).config.storage == StorageType.FILE
 
 
-async def test_a_lone_engine_writes_releases_in_bursts_and_switches_to_atomic_writes_when_a_replica_starts(engine_on, nc):
+async def test_a_lone_engine_writes_each_decision_in_one_burst_and_switches_to_phased_and_atomic_writes_when_a_replica_starts(engine_on, nc):
     first = await engine_on()
     s = first.subjects
     assert (await nc.jetstream().stream_info(f"KV_{s.bucket_state}")).config.allow_atomic
-    assert first.shell.store.atomic and not first.shell.atomic_releases, "alone: nobody can get between its writes"
+    assert first.shell.store.atomic and not first.shell.shared, "alone: nobody can get between its writes"
     second = await engine_on()
-    assert second.shell.atomic_releases, "the newcomer heard the first engine answer its hello"
-    assert first.shell.atomic_releases, "the first engine heard the newcomer's hello before it took any input"
+    assert second.shell.shared, "the newcomer heard the first engine answer its hello"
+    assert first.shell.shared, "the first engine heard the newcomer's hello before it took any input"
     await second.stop()
-    assert first.shell.atomic_releases, "a replica that went quiet may be cut off, not gone: it stays on"
+    assert first.shell.shared, "a replica that went quiet may be cut off, not gone: it stays on"
 
 
 # --------------------------------------------------------------------------- choosing a unit

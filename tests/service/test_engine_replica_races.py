@@ -309,6 +309,33 @@ async def test_an_alerts_order_does_not_wait_for_a_release_stored_in_the_same_ba
     p.assert_no_unit_holds_two_orders()
 
 
+@pytest.mark.parametrize("shared, bursts", [(True, [["UnitRec"], ["IncidentRec"]]), (False, [["UnitRec", "IncidentRec"]])])
+async def test_a_lone_engine_writes_a_decision_in_one_burst_and_a_shared_one_claims_first(
+    pair: Pair, shared: bool, bursts: list[list[str]]
+) -> None:
+    p = pair
+    p.a.shared = shared
+    seen: list[list[str]] = []
+
+    async def record(recs: list[Any]) -> None:
+        seen.append([type(r).__name__ for r in recs])
+
+    p.store.hooks.append(record)
+    await p.a.apply(alert("e1", 114.900))
+    assert seen == bursts
+    assert len(p.orders()) == 1
+
+
+async def test_a_lone_engine_that_sees_another_writers_record_shares_the_bucket_from_then_on(pair: Pair) -> None:
+    p = pair
+    p.a.shared = False  # A missed B's hello (it was cut off when B started)
+    with capture_logs() as logs:
+        await p.b.apply(alert("e1", 114.900))
+        await settle()
+    assert p.a.shared, "B's writes came in through A's bucket watch"
+    assert any(e["event"].startswith("another engine replica is running") and e["seen_by"] == "bucket watch" for e in logs)
+
+
 def test_units_are_written_first_then_incidents_then_new_incidents() -> None:
     unit = UnitRec(id="u1", callsign="U1", kind="police", mode="car", talkgroup="tg1")
     claim = unit.model_copy(update={"order": "o1", "incident": "i1"})
