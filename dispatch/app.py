@@ -231,9 +231,12 @@ async def meet_replicas(nc: Any, subject: str, seen: Callable[[], None], wait_s:
     """Say hello to the other engine replicas and keep listening for newcomers; True if one answered.
 
     Every replica calls `seen` when a newcomer says hello (and answers it), before the newcomer takes
-    any input: from then on both write a decision that releases a unit atomically. Two replicas
-    starting together hear each other's hello (each listens before it speaks). Once seen, a replica
-    stays seen: a replica that went quiet may be cut off, not gone."""
+    any input: from then on both write claims first and releases atomically. Two replicas starting
+    together on one server hear each other's hello (each listens before it speaks); an answer later
+    than `wait_s` still calls `seen`. What this misses (a cluster whose routes have not yet spread the
+    interest, a replica too busy to answer in time) the engine finds out from the other's records in
+    its bucket watch, or from a conflict (`EngineShell.share`). Once seen, a replica stays seen: one
+    that went quiet may be cut off, not gone."""
     me = uuid.uuid4().hex.encode()
 
     async def on_hello(msg: Any) -> None:
@@ -248,19 +251,24 @@ async def meet_replicas(nc: Any, subject: str, seen: Callable[[], None], wait_s:
     answered: asyncio.Future[bool] = loop.create_future()
 
     async def on_answer(msg: Any) -> None:
-        if msg.data != me and not answered.done():
+        if msg.data == me:
+            return
+        if answered.done():
+            seen()  # an answer later than wait_s (the other was busy): switch now
+        else:
             answered.set_result(True)
 
+    # kept for good: an answer that comes late still counts
     inbox = nc.new_inbox()
-    sub = await nc.subscribe(inbox, cb=on_answer)
+    await nc.subscribe(inbox, cb=on_answer)
+    await nc.publish(subject, me, reply=inbox)
+    await nc.flush()
     try:
-        await nc.publish(subject, me, reply=inbox)
-        await nc.flush()
-        return await asyncio.wait_for(answered, wait_s)
+        return await asyncio.wait_for(asyncio.shield(answered), wait_s)
     except asyncio.TimeoutError:
+        if not answered.done():
+            answered.set_result(False)
         return False
-    finally:
-        await sub.unsubscribe()
 
 
 def build_app(

@@ -397,19 +397,20 @@ class EngineShell:
         bad: set[int] = set()
         written: list[tuple[tuple[str, str], UnitRec | IncidentRec, int]] = []
         started = self.clock()
-        atomic = _releasing_groups(saves, journal, group) if self.store.atomic and self.shared else set()
-        phase_of = _phase if self.shared else _one_phase
+        shared = self.shared  # one mode for the whole commit, even if a conflict turns it on meanwhile
+        atomic = _releasing_groups(saves, journal, group) if self.store.atomic and shared else set()
+        phase_of = _phase if shared else _one_phase
 
         async def in_phases() -> None:
             nonlocal bad
             for phase in range(PHASES):
-                if phase == 1 and self._claims_too_slow(started, [(r, rev) for _, r, rev in written]):
+                if phase == 1 and shared and self._claims_too_slow(started, [(r, rev) for _, r, rev in written]):
                     bad |= {group[k] for k, _, _ in written}
                     log.warning("a batch's unit claims took too long to store: its decisions are taken again one by one")
                 keys = [k for k, r in saves.items() if phase_of(r) == phase and group[k] not in bad and group[k] not in atomic]
                 if not keys:
                     continue
-                if not self.shared:
+                if not shared:
                     keys.sort(key=lambda k: _phase(saves[k]))  # one burst, in the same order: units first
                 results = await self.store.save_many([saves[k] for k in keys])
                 for k, res in zip(keys, results):
@@ -518,6 +519,7 @@ class EngineShell:
             for rec, res in zip(recs, results):
                 if isinstance(res, Conflict):
                     # another replica wrote the unit (a claim): take its record, then our position again
+                    self.share("conflict")
                     fresh = await self.store.get(UnitRec, rec.id)
                     if fresh is not None:
                         decide(self.state, Loaded(fresh), self.clock())
@@ -953,9 +955,12 @@ class EngineShell:
         # again: while it waited, a decision may have written (or closed) the record; then only a
         # position held in memory is owed (below), the record is not
         if self._known_rev(type(rec), rec.id) < rec.rev:
-            # under the lock no write of ours is in flight, so a newer revision is somebody else's (a
-            # replica that missed our hello). Not before: our own write's echo can beat its answer.
-            self.share("bucket watch")
+            # under the lock no write of ours is in flight, so a newer unit, or a newer open incident or
+            # one we hold, is somebody else's (a replica that missed our hello). Not before: our own
+            # write's echo can beat its answer. Not a closed incident we no longer hold: a watch opened
+            # again brings every one of those, ours included.
+            if isinstance(rec, UnitRec) or rec.is_open or rec.id in self.state.incidents:
+                self.share("bucket watch")
             decide(self.state, Loaded(rec), self.clock())
         if isinstance(rec, UnitRec) and rec.id in self._unflushed:
             # another replica wrote the unit (a claim) over a position we hold in memory only

@@ -20,7 +20,7 @@ import pytest
 from district_fixtures import RIVER_LATS, make_district, make_river_graph
 from nats.js.api import StorageType
 
-from dispatch.app import EngineRuntime, build_app
+from dispatch.app import EngineRuntime, build_app, meet_replicas
 from dispatch.core.records import IncidentState
 from dispatch.events import (
     Alert,
@@ -251,6 +251,23 @@ async def test_a_lone_engine_writes_each_decision_in_one_burst_and_switches_to_p
     assert first.shell.shared, "the first engine heard the newcomer's hello before it took any input"
     await second.stop()
     assert first.shell.shared, "a replica that went quiet may be cut off, not gone: it stays on"
+
+
+async def test_a_hello_answered_after_the_wait_still_switches_the_newcomer(nc, fresh_prefix):
+    subject = Subjects(fresh_prefix).engine_hello
+
+    async def busy_replica(msg) -> None:  # answers, but only after a long batch
+        await asyncio.sleep(0.3)
+        await nc.publish(msg.reply, b"busy")
+
+    await nc.subscribe(subject, cb=busy_replica)
+    seen: list[int] = []
+    assert not await meet_replicas(nc, subject, lambda: seen.append(1), wait_s=0.05)
+    for _ in range(100):
+        if seen:
+            break
+        await asyncio.sleep(0.02)
+    assert seen == [1]
 
 
 # --------------------------------------------------------------------------- choosing a unit

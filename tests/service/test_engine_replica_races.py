@@ -336,6 +336,21 @@ async def test_a_lone_engine_that_sees_another_writers_record_shares_the_bucket_
     assert any(e["event"].startswith("another engine replica is running") and e["seen_by"] == "bucket watch" for e in logs)
 
 
+async def test_a_closed_incident_a_reopened_watch_brings_back_is_no_sign_of_another_writer(pair: Pair) -> None:
+    p = pair
+    p.a.shared = False
+    await p.a.apply(alert("e1", 114.900))
+    o1 = p.orders()[0]
+    await p.reply(p.a, o1, ReplyKind.ack)
+    await p.reply(p.a, o1, ReplyKind.cleared)  # closed: it leaves memory
+    closed = await p.store.get(IncidentRec, o1["incident_id"])
+    assert not closed.is_open and closed.id not in p.a.state.incidents
+    p.a._closed.clear()  # a restarted engine does not know which closing writes were its own
+    async with p.a.lock:
+        p.a._adopt_one(closed)
+    assert not p.a.shared
+
+
 def test_units_are_written_first_then_incidents_then_new_incidents() -> None:
     unit = UnitRec(id="u1", callsign="U1", kind="police", mode="car", talkgroup="tg1")
     claim = unit.model_copy(update={"order": "o1", "incident": "i1"})
