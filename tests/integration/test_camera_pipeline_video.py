@@ -305,9 +305,18 @@ def test_analyze_finds_every_person_and_its_alerts_equal_the_live_path(clips, na
     assert rates and all(r >= 0.9 for r in rates.values()), rates
     assert false_rate < 0.1
 
-    live_events, _, _ = live(clip, camera(), minute)
-    assert [_key(e) for e in events] == [_key(e) for e in live_events]
-    assert [_key(a) for a in alerts] == [_key(e) for e in live_events]
+    live_events, live_results, _ = live(clip, camera(), minute)
+    offline, online = [_key(e) for e in events], [_key(e) for e in live_events]
+    if offline != online:
+        # seen once in a full run (2026-11-30), never reproduced: say where the two paths part
+        i = next((k for k, (a, b) in enumerate(zip(offline, online)) if a != b), min(len(offline), len(online)))
+        analysed = [json.dumps({"t": r["t"], "tracks": [t["box"] for t in r["tracks"]]}) for r in frames]
+        live_analysed = [json.dumps({"t": round(r.t, 4), "tracks": [list(t.box) for t in r.tracks]}) for r in live_results]
+        j = next((k for k, (a, b) in enumerate(zip(analysed, live_analysed)) if a != b), None)
+        pytest.fail(f"analyze and the live path part at alert {i}: {offline[max(0, i - 2):i + 3]} against {online[max(0, i - 2):i + 3]}; "
+                    f"{len(frames)} against {len(live_results)} analysed frames, first differing frame "
+                    f"{j if j is None else (analysed[j], live_analysed[j])}")
+    assert [_key(a) for a in alerts] == online
     assert events, "every one of these clips has an incident"
 
 
