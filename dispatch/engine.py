@@ -1085,28 +1085,24 @@ def _phase(rec: UnitRec | IncidentRec) -> int:
     return 1 if rec.rev != 0 else 2
 
 
+def _takes_order(rec: UnitRec | IncidentRec, prev: UnitRec | IncidentRec | None) -> bool:
+    """Is `rec` a unit whose order was taken away (released, or replaced) since `prev`?"""
+    return isinstance(rec, UnitRec) and isinstance(prev, UnitRec) and prev.order is not None and prev.order != rec.order
+
+
 def _releases(saves: list[UnitRec | IncidentRec], before: Journal) -> bool:
     """Does the decision take an order away from a unit (it is released, or its order replaced)?"""
-    for rec in saves:
-        if isinstance(rec, UnitRec):
-            prev = before.get(("u", rec.id))
-            if isinstance(prev, UnitRec) and prev.order is not None and prev.order != rec.order:
-                return True
-    return False
+    return any(_takes_order(rec, before.get(("u", rec.id))) for rec in saves)
 
 
 def _releasing_groups(saves: dict[tuple[str, str], UnitRec | IncidentRec], before: Journal, group: dict[tuple[str, str], int]) -> set[int]:
     """The groups of a batch (decisions that share a record) that take an order away from a unit and
     write something else with it."""
-    out: set[int] = set()
     size: dict[int, int] = {}
-    for k, rec in saves.items():
+    for k in saves:
         size[group[k]] = size.get(group[k], 0) + 1
-        if isinstance(rec, UnitRec):
-            prev = before.get(k)
-            if isinstance(prev, UnitRec) and prev.order is not None and prev.order != rec.order:
-                out.add(group[k])
-    return {g for g in out if size[g] > 1}  # a release alone (the orphan sweep) has nothing to go with
+    # a release alone (the orphan sweep) has nothing to go with
+    return {group[k] for k, rec in saves.items() if _takes_order(rec, before.get(k)) and size[group[k]] > 1}
 
 
 def _atomic_chunks(saves: dict[tuple[str, str], UnitRec | IncidentRec], group: dict[tuple[str, str], int], atomic: set[int],

@@ -69,9 +69,9 @@ class _Burst:
 
     __slots__ = ("results", "left", "done")
 
-    def __init__(self, n: int, done: "asyncio.Future[None]") -> None:
+    def __init__(self, n: int, done: "asyncio.Future[None]", asked: int | None = None) -> None:
         self.results: list[int | BaseException | None] = [None] * n
-        self.left = n
+        self.left = n if asked is None else asked  # answers still to come (writes asked to answer)
         self.done = done
 
     def answer(self, i: int, res: int | BaseException) -> None:
@@ -348,9 +348,9 @@ class KVStore:
         log.warning("atomic batches unavailable (nats-server older than 2.12?): decisions are written in bursts", stream=stream)
         return False
 
-    def _key(self, rec: Rec | type[Rec], id_: str | None = None) -> str:
-        is_unit = rec is UnitRec or isinstance(rec, UnitRec)
-        return (UNIT_KEYS if is_unit else INCIDENT_KEYS) + (id_ if id_ is not None else rec.id)  # type: ignore[union-attr]
+    @staticmethod
+    def _key(kind: type[Rec], id_: str) -> str:
+        return Subjects.unit_key(id_) if kind is UnitRec else Subjects.incident_key(id_)
 
     def _note_mine(self, rev: int) -> None:
         mine = self._mine
@@ -365,16 +365,14 @@ class KVStore:
         return res
 
     async def _burst(self, recs: list[Rec], headers: Callable[[int, Rec], dict[str, str]],
-                     answered: Callable[[int], bool]) -> tuple[_Burst, list[str]]:
+                     answered: Callable[[int], bool]) -> _Burst:
         """Publish one message per record, with the headers `headers(i, rec)` gives, an answer asked for
         where `answered(i)`; then wait for those answers (or the timeout). Returns the burst (its results
-        by place) and the reply tokens."""
+        by place)."""
         prefix = await self._reply_inbox()
         nc = self.js._nc
         loop = asyncio.get_running_loop()
-        asked = [i for i in range(len(recs)) if answered(i)]
-        burst = _Burst(len(recs), loop.create_future())
-        burst.left = len(asked)
+        burst = _Burst(len(recs), loop.create_future(), sum(1 for i in range(len(recs)) if answered(i)))
         tokens: list[str] = []
         pre = self.kv._pre
         try:
@@ -386,7 +384,7 @@ class KVStore:
                     self._waiting[token] = (burst, i)
                     tokens.append(token)
                     reply = prefix + token
-                await nc.publish(pre + self._key(rec), rec.dump(), reply=reply, headers=headers(i, rec))
+                await nc.publish(pre + self._key(type(rec), rec.id), rec.dump(), reply=reply, headers=headers(i, rec))
         except BaseException:
             for token in tokens:
                 self._waiting.pop(token, None)
@@ -400,7 +398,7 @@ class KVStore:
                 if burst.left:
                     for token in tokens:
                         self._waiting.pop(token, None)
-        return burst, tokens
+        return burst
 
     async def save_many(self, recs: list[Rec]) -> list[int | BaseException]:
         """Publish every write at once, each with the revision it expects (JetStream's
@@ -409,7 +407,7 @@ class KVStore:
         The answers fill one list; the last one (or the timeout) wakes the caller once."""
         if not recs:
             return []
-        burst, _ = await self._burst(
+        burst = await self._burst(
             recs, lambda i, rec: {"Nats-Expected-Last-Subject-Sequence": str(rec.rev)}, lambda i: True)
         out: list[int | BaseException] = []
         unanswered = [rec for rec, res in zip(recs, burst.results) if res is None]
@@ -453,7 +451,7 @@ class KVStore:
                 h["Nats-Batch-Commit"] = "1"
             return h
 
-        burst, _ = await self._burst(recs, headers, lambda i: i == last)
+        burst = await self._burst(recs, headers, lambda i: i == last)
         res = burst.results[last]
         if res is None:
             # no answer in time: the batch may have been stored all the same. It is all or nothing, so
@@ -481,7 +479,7 @@ class KVStore:
         holding the order. So read the key back: our bytes there, at a newer revision, mean written."""
         timeout = TimeoutError(f"no answer storing {type(rec).__name__} {rec.id} within {self.timeout_s} s")
         try:
-            entry = await asyncio.wait_for(self.kv.get(self._key(rec)), self.timeout_s)
+            entry = await asyncio.wait_for(self.kv.get(self._key(type(rec), rec.id)), self.timeout_s)
         except Exception:  # not found, the connection is down, or no answer again: not known to be written
             return timeout
         if entry is None or entry.revision is None or entry.revision <= rec.rev or entry.value != rec.dump():
@@ -510,7 +508,7 @@ class KVStore:
 
     async def _create(self, rec: Rec) -> int | BaseException:
         try:
-            rev = await self.kv.create(self._key(rec), rec.dump())
+            rev = await self.kv.create(self._key(type(rec), rec.id), rec.dump())
         except Exception as e:
             if "wrong last sequence" in str(e).lower() or "key exists" in str(e).lower():
                 return Conflict(rec)
