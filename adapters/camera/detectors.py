@@ -5,12 +5,14 @@
 
 * `HogDetector` ("hog", the default): OpenCV's HOG people detector, run ONLY on
   the motion regions. People in a 640x360 entrance view are 50-130 px tall, too
-  small for HOG's 64x128 window at native size, so each region is padded and
-  upscaled (2x for small people, less for large ones) before detection, then
-  the boxes are mapped back, non-maximum-suppressed and tightened to the person
-  (a HOG window has a margin around the body). Vehicles are told apart by the
-  shape of the motion blob (wide and low, with no person found in it), see
-  `classify_blob`.
+  small for HOG's 64x128 window at native size. The default (`cell=4`) runs the
+  same trained model on a 32x64 window of 4 px cells (the descriptor's layout is
+  the same, so the SVM applies unchanged): a person fills it at about half their
+  height, so crops are shrunk, not upscaled, and a search reads a quarter of the
+  pixels. `cell=8` is the model's own window on crops upscaled up to 2x. The boxes
+  are mapped back, non-maximum-suppressed and tightened to the person (a HOG
+  window has a margin around the body). Vehicles are told apart by the shape of
+  the motion blob (wide and low, with no person found in it), see `classify_blob`.
 * `BlobDetector` ("blob"): shape rules only: a tall blob is a person, a wide,
   low, large one a vehicle. Cheapest; it cannot split a group walking together.
 * `SsdDetector` ("ssd"): the person SSD whose weights the
@@ -110,7 +112,8 @@ class HogDetector:
         upscale: float = 2.0,
         hit_threshold: float = 0.0,
         scale_step: float = 1.08,
-        win_stride: int = 8,
+        win_stride: tuple[int, int] | None = None,
+        cell: int = 4,
         vehicles: bool = True,
         min_person_px: int = 40,
         max_person_px: int = 160,
@@ -118,13 +121,27 @@ class HogDetector:
         guide_scale: float = 1.05,
         blob_person_px: float = 200.0,
     ):
-        self.hog = cv2.HOGDescriptor()
+        if cell not in (4, 8):
+            raise ValueError(f"HOG cell size must be 4 or 8 px, not {cell}")
+        # cell 8: OpenCV's 64x128 people window as trained. Cell 4: the same model on a 32x64
+        # window (blocks 8x8, stride 4): the descriptor has the same layout, so the SVM applies
+        # unchanged, and a crop needs a quarter of the pixels (no 2x upscale of small people)
+        self.k = cell / 8.0
+        d = cv2.HOGDescriptor()  # the defaults the people model was trained with (gamma correction on)
+        self.hog = cv2.HOGDescriptor((8 * cell, 16 * cell), (2 * cell, 2 * cell), (cell, cell), (cell, cell), d.nbins,
+                                     d.derivAperture, d.winSigma, d.histogramNormType, d.L2HysThreshold,
+                                     d.gammaCorrection, d.nlevels, d.signedGradient)
         self.hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
         self._hogs: dict[int, cv2.HOGDescriptor] = {}  # by pyramid depth (nlevels), for searches of a known size range
         self.upscale = upscale
         self.hit_threshold = hit_threshold
         self.scale_step = scale_step
-        self.win_stride = (win_stride, win_stride)
+        # the small window's gradients are coarser: it needs the finer rows (measured: docs/camera-adapter.md)
+        self.win_stride = win_stride or ((8, 8) if cell == 8 else (4, 2))
+        self.padding = (cell, cell)
+        # around a tracked person: 0.9 of a window beside the box, 1.2 for the small window (which
+        # finds a person less far from where a window sits; 0.9 lost a walker the track fell behind)
+        self.guide_width = 0.9 if cell == 8 else 1.2
         self.vehicles = vehicles
         self.min_person_px = min_person_px
         self.max_person_px = max_person_px
@@ -195,15 +212,15 @@ class HogDetector:
             found += self._hog(image, crop_box, f, self.guide_scale)
         for item in sized:
             (x1, y1, x2, y2), h = item[0], item[1]
-            f = self.guide_height / max(8.0, h)
+            f = self.guide_height * self.k / max(8.0, h)
             py, px = 0.25 * h, 0.3 * h
             c = (int(max(0, x1 - px)), int(max(0, y1 - py)), int(min(W, x2 + px)), int(min(H, y2 + py)))
             if len(item) > 2:
                 # people of height h .. item[2] (a motion blob with the scene's perspective known):
                 # upscaled at most `upscale`, and only the pyramid levels that size range needs
                 hmax = max(float(item[2]), h)
-                f = min(self.upscale, f)
-                levels = int(math.ceil(math.log(max(1.0, hmax * f / 91.0)) / math.log(self.scale_step))) + 1
+                f = min(self.upscale * self.k, f)
+                levels = int(math.ceil(math.log(max(1.0, hmax * f / (91.0 * self.k))) / math.log(self.scale_step))) + 1
                 found += self._hog(image, c, f, self.scale_step, levels)
             else:
                 found += self._hog(image, c, f, 1.1)
@@ -212,7 +229,7 @@ class HogDetector:
             # upscale so that the smallest blob in the crop holds a person of >= ~110 px
             # (a blob is ~1.2x its person's height); tall people need no upscaling at all
             hs = [r[3] - r[1] for r in todo if _inside(r, c, 0.9)] or [c[3] - c[1]]
-            f = min(self.upscale, max(1.0, self.blob_person_px / max(1, min(hs))))
+            f = self.k * min(self.upscale, max(1.0, self.blob_person_px / max(1, min(hs))))
             found += self._hog(image, c, f, self.scale_step)
         people = nms(found, 0.35)
         if not self.vehicles:
@@ -234,13 +251,14 @@ class HogDetector:
         h = y2 - y1
         if h < 8:
             return None, 1.0
-        f = self.guide_height / h
+        k = self.k
+        f = self.guide_height * k / h
         # window 64x128 around a person of guide_height px: pad to 1.2 windows tall, 1.6 wide
-        ch = 1.22 * 128 / f
-        cw = max(x2 - x1, 0) + 0.9 * 64 / f
+        ch = 1.22 * 128 * k / f
+        cw = max(x2 - x1, 0) + self.guide_width * 64 * k / f
         cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
         b = (int(max(0, cx - cw / 2)), int(max(0, cy - ch / 2)), int(min(W, cx + cw / 2)), int(min(H, cy + ch / 2)))
-        if (b[3] - b[1]) * f < 128 or (b[2] - b[0]) * f < 64:
+        if (b[3] - b[1]) * f < 128 * k or (b[2] - b[0]) * f < 64 * k:
             return None, 1.0  # cut by the frame edge: the generic search handles it
         return b, f
 
@@ -261,11 +279,15 @@ class HogDetector:
         cx1, cy1, cx2, cy2 = c
         crop = image[cy1:cy2, cx1:cx2]
         if f != 1.0:
-            crop = cv2.resize(crop, None, fx=f, fy=f, interpolation=cv2.INTER_LINEAR)
-        if crop.shape[0] < 128 or crop.shape[1] < 64:
+            # the small window shrinks most crops: averaged (INTER_LINEAR samples, and the small window reads
+            # the aliasing as edges: hit rate -2 to -5 points measured); the 64x128 window as it was tuned
+            shrink = f < 1.0 and self.k < 1.0
+            crop = cv2.resize(crop, None, fx=f, fy=f, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        ww, wh = self.hog.winSize
+        if crop.shape[0] < wh or crop.shape[1] < ww:
             return []
         rects, weights = self._hog_levels(max(1, levels)).detectMultiScale(
-            crop, hitThreshold=self.hit_threshold, winStride=self.win_stride, padding=(8, 8), scale=scale
+            crop, hitThreshold=self.hit_threshold, winStride=self.win_stride, padding=self.padding, scale=scale
         )
         out = []
         for (rx, ry, rw, rh), wgt in zip(rects, np.asarray(weights).reshape(-1)):
