@@ -102,7 +102,7 @@ def classify_blob(box: Box, frame_size: tuple[int, int]) -> tuple[str, float] | 
 
 
 class HogDetector:
-    """HOG people detection on padded, upscaled motion crops; vehicles from blob shape."""
+    """HOG people detection on padded motion crops scaled to the window; vehicles from blob shape."""
 
     name = "hog"
 
@@ -120,6 +120,7 @@ class HogDetector:
         guide_height: float = 101.0,
         guide_scale: float = 1.05,
         blob_person_px: float = 200.0,
+        guide_width: float | None = None,
     ):
         if cell not in (4, 8):
             raise ValueError(f"HOG cell size must be 4 or 8 px, not {cell}")
@@ -137,11 +138,14 @@ class HogDetector:
         self.hit_threshold = hit_threshold
         self.scale_step = scale_step
         # the small window's gradients are coarser: it needs the finer rows (measured: docs/camera-adapter.md)
-        self.win_stride = win_stride or ((8, 8) if cell == 8 else (4, 2))
+        if isinstance(win_stride, int):
+            win_stride = (win_stride, win_stride)
+        self.win_stride = tuple(win_stride) if win_stride else ((8, 8) if cell == 8 else (4, 2))
         self.padding = (cell, cell)
-        # around a tracked person: 0.9 of a window beside the box, 1.2 for the small window (which
-        # finds a person less far from where a window sits; 0.9 lost a walker the track fell behind)
-        self.guide_width = 0.9 if cell == 8 else 1.2
+        # around a tracked person the crop is the box plus 0.9 of a window (half each side); 1.2 for the
+        # small window, which finds a person less far from where a window sits (0.9 lost a walker the
+        # track fell behind)
+        self.guide_width = guide_width if guide_width is not None else (0.9 if cell == 8 else 1.2)
         self.vehicles = vehicles
         self.min_person_px = min_person_px
         self.max_person_px = max_person_px
@@ -160,7 +164,8 @@ class HogDetector:
             py = int(0.2 * h) + 8
             px = int(0.25 * max(h, 2 * w) * 0.5) + 8
             cx1, cy1, cx2, cy2 = x1 - px, y1 - py, x2 + px, y2 + py
-            # at least 32x64 (one 64x128 window after a 2x upscale)
+            # at least 32x64 frame pixels: one window at the largest scale (64x128 after a 2x upscale, or
+            # the small window's 32x64 as it is)
             if cx2 - cx1 < 34:
                 c = (cx1 + cx2) // 2
                 cx1, cx2 = c - 17, c + 17
@@ -197,7 +202,7 @@ class HogDetector:
     def detect_guided(
         self, image: np.ndarray, regions: list[Box], guides: Sequence[Box], sized: Sequence[tuple[Box, float]] = ()
     ) -> list[Detection]:
-        """HOG on `regions` (motion blobs: size unknown, searched from 2x down), around `guides`
+        """HOG on `regions` (motion blobs: size unknown, searched from the largest scale down), around `guides`
         (predicted boxes of tracked people: size known, so the crop is scaled to put the person
         at ~guide_height px and only a few pyramid levels are searched, several times cheaper)
         and over `sized` regions (a blob around people of a known height: a group)."""
@@ -226,8 +231,8 @@ class HogDetector:
                 found += self._hog(image, c, f, 1.1)
         todo = [r for r in regions if not any(_inside(r, cb, 0.85) for cb in covered)]
         for c in self.crops(todo, (W, H)):
-            # upscale so that the smallest blob in the crop holds a person of >= ~110 px
-            # (a blob is ~1.2x its person's height); tall people need no upscaling at all
+            # scale so that the smallest blob in the crop holds a person of >= ~110 px (64x128 window;
+            # ~55 px for the small one; a blob is ~1.2x its person's height); tall people are not upscaled
             hs = [r[3] - r[1] for r in todo if _inside(r, c, 0.9)] or [c[3] - c[1]]
             f = self.k * min(self.upscale, max(1.0, self.blob_person_px / max(1, min(hs))))
             found += self._hog(image, c, f, self.scale_step)
@@ -253,7 +258,8 @@ class HogDetector:
             return None, 1.0
         k = self.k
         f = self.guide_height * k / h
-        # window 64x128 around a person of guide_height px: pad to 1.2 windows tall, 1.6 wide
+        # a window around a person of guide_height px (scaled by k): 1.22 windows tall, and guide_width
+        # windows wider than the box (half of it on each side)
         ch = 1.22 * 128 * k / f
         cw = max(x2 - x1, 0) + self.guide_width * 64 * k / f
         cx, cy = (x1 + x2) / 2, (y1 + y2) / 2

@@ -269,10 +269,12 @@ def test_a_covered_knocked_or_blurred_camera_raises_one_tamper_alert(clips, name
 def test_the_small_hog_window_finds_the_people_the_trained_window_finds(clips, name):
     """The default detector runs OpenCV's people model on a 32x64 window (4 px cells) instead of
     the 64x128 it was trained on: the same descriptor layout, a quarter of the pixels per search.
-    Searched around each person's true box (a perfect track), it finds them as often."""
+    Searched around each person's box as a track would predict it (moved by up to 0.1 body heights,
+    resized by up to 6 %, the same for both), it finds them as often as the trained window does."""
     clip = clips(name)
     small, trained = HogDetector(cell=4), HogDetector(cell=8)
-    assert small.hog.winSize == (32, 64) and trained.hog.winSize == (64, 128)
+    assert small.hog.winSize == (32, 64) and small.hog.cellSize == (4, 4) and small.hog.getDescriptorSize() == 3780
+    rng = np.random.default_rng(7)
     found = {"small": 0, "trained": 0}
     n = 0
     cap = cv2.VideoCapture(str(clip.path))
@@ -286,17 +288,33 @@ def test_the_small_hog_window_finds_the_people_the_trained_window_finds(clips, n
                 if a["kind"] != "person" or not a["fully_in_view"] or a.get("occluded", 0) > 0.2:
                     continue
                 n += 1
-                box = tuple(a["box"])
+                x1, y1, x2, y2 = a["box"]
+                h = y2 - y1
+                dx, dy = rng.uniform(-0.1, 0.1, 2) * h
+                s = rng.uniform(0.94, 1.06)
+                cx, cy = (x1 + x2) / 2 + dx, (y1 + y2) / 2 + dy
+                guide = (int(cx - s * (x2 - x1) / 2), int(cy - s * h / 2), int(cx + s * (x2 - x1) / 2), int(cy + s * h / 2))
                 for key, det in (("small", small), ("trained", trained)):
-                    people = [d.box for d in det.detect_guided(image, [], [box]) if d.label == "person"]
-                    found[key] += any(iou(b, box) >= 0.5 for b in people)
+                    people = [d.box for d in det.detect_guided(image, [], [guide]) if d.label == "person"]
+                    found[key] += any(iou(b, tuple(a["box"])) >= 0.3 for b in people)
         k += 1
     cap.release()
     assert n >= 50
     rates = {key: v / n for key, v in found.items()}
     print(f"{name}: {n} person-frames, found {rates}")
-    # (the walk is hard for both: the walker comes in at the frame edge, and walks away to 60 px)
-    assert rates["small"] >= 0.85 and rates["small"] >= rates["trained"] - 0.03, rates
+    # (the walk is hard for both: the walker comes in at the frame edge and walks away to 60 px)
+    assert rates["small"] >= 0.8 and rates["small"] >= rates["trained"] - 0.03, rates
+
+
+def test_cell_8_is_the_trained_hog_detector_as_it_was():
+    """`HogDetector(cell=8)` keeps the detector the pipeline used before the small window: OpenCV's
+    default people HOG, windows every 8 px, padding 8, tracked people searched 0.9 windows wider."""
+    det, ref = HogDetector(cell=8), cv2.HOGDescriptor()
+    for attr in ("winSize", "blockSize", "blockStride", "cellSize", "nbins", "derivAperture", "winSigma",
+                 "histogramNormType", "L2HysThreshold", "gammaCorrection", "nlevels", "signedGradient"):
+        assert getattr(det.hog, attr) == getattr(ref, attr), attr
+    assert det.win_stride == (8, 8) and det.padding == (8, 8) and det.guide_width == 0.9 and det.k == 1.0
+    assert HogDetector(cell=8, win_stride=8).win_stride == (8, 8)
 
 
 def test_the_hog_detector_names_the_cell_sizes_it_has():
