@@ -342,6 +342,7 @@ async def _latency_run(clip: Path, cameras: int, seconds: float, folder: Path) -
     latencies: list[float] = []
     splits: list[tuple[float, float]] = []
     missed: list[str] = []
+    entries: list[dict[str, Any]] = []  # every scripted entry played: camera, person, start, latency (None: missed)
     per_cam: dict[str, Any] = {}
     for cid, (started_wall, file_base, sfps, last_index) in bases.items():
         if last_index < 0:
@@ -370,9 +371,11 @@ async def _latency_run(clip: Path, cameras: int, seconds: float, folder: Path) -
             got = first_ack.get((e["ids"][0], e["start"]))
             if got is None:
                 missed.append(f"{cid}:{e['ids'][0]}@{e['start']}")
+                entries.append({"camera": cid, "person": e["ids"][0], "start_s": e["start"], "latency_ms": None})
                 continue
             ts, t0 = got
             cam_lat.append(1000.0 * (ts - served(e["start"])))
+            entries.append({"camera": cid, "person": e["ids"][0], "start_s": e["start"], "latency_ms": _r(cam_lat[-1])})
             split.append((1000.0 * (t0 - served(e["start"])), 1000.0 * (ts - t0)))
         latencies += cam_lat
         splits += split
@@ -392,6 +395,7 @@ async def _latency_run(clip: Path, cameras: int, seconds: float, folder: Path) -
         "condition_to_ack_ms_p50": _r(_pct([b for _, b in splits], 50)),
         "condition_to_ack_ms_max": _r(max((b for _, b in splits), default=None)),
         "cameras": per_cam,
+        "entries": entries,
     }
 
 

@@ -91,8 +91,11 @@ def replay(clip: Path, cam, *, start: int = 0, jitter: float = 0.0, drop: float 
     dups = len(news) - unmatched - len(credited)
     entries = [e for e in intrusions if e["start"] <= played and (e["end"] is None or e["end"] - e["start"] >= 1.0)]
     missed = [f"{e['ids'][0]}@{e['start']}" for e in entries if (e["ids"][0], e["start"]) not in credited]
+    # late: alerted more than 0.7 s (video time) after the person's ground point entered the zone
+    late = [f"{e['ids'][0]}@{e['start']}:{credited[(e['ids'][0], e['start'])][0] - e['start']:.1f}s" for e in entries
+            if (e["ids"][0], e["start"]) in credited and credited[(e["ids"][0], e["start"])][0] - e["start"] > 0.7]
     return {"entries": len(entries), "alerted": len(entries) - len(missed), "dups": dups, "unmatched": unmatched,
-            "missed": missed, "others": dict(others), "news": len(news)}
+            "missed": missed, "late": late, "others": dict(others), "news": len(news)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,8 +118,9 @@ def main(argv: list[str] | None = None) -> int:
             jit = (0.012, 0.03) if i >= 3 else (0.0, 0.0)
             r = replay(a.folder / "latency.mp4", cam, start=i % 3, jitter=jit[0], drop=jit[1], seed=i, jpeg=True)
             print(f"timing {i}: {r['alerted']}/{r['entries']} dups {r['dups']} unmatched {r['unmatched']} "
-                  f"missed {r['missed']} others {r['others']}", flush=True)
+                  f"missed {r['missed']} late {r['late']} others {r['others']}", flush=True)
             tot.update({k: r[k] for k in ("entries", "alerted", "dups", "unmatched")})
+            tot["late"] += len(r["late"])
             others.update(r["others"])
     else:
         lo, _, hi = a.seeds.partition("-")
@@ -127,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"missed {len(r['missed'])} others {r['others']}", flush=True)
             tot.update({k: r[k] for k in ("entries", "alerted", "dups", "unmatched")})
             others.update(r["others"])
-    print(f"TOTAL {a.what}: alerted {tot['alerted']}/{tot['entries']} dups {tot['dups']} unmatched {tot['unmatched']} "
+    print(f"TOTAL {a.what}: alerted {tot['alerted']}/{tot['entries']} late {tot['late']} dups {tot['dups']} unmatched {tot['unmatched']} "
           f"others {dict(others)}", flush=True)
     return 0
 
