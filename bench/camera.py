@@ -46,8 +46,10 @@ Keys (fps = frames of the 15 fps file consumed per CPU second):
   intrusion alert for that person (matched by its box against the truth boxes, one alert
   to one entry: `credit_alerts`).
   Entries shorter than 1 s are not counted; entries without an alert are listed
-  in ``latency.missed`` (and counted in ``event_latency_events``). Wall-clock
-  times, so this one depends on the load of the machine.
+  in ``latency.missed`` (and counted in ``event_latency_events``, not in the
+  percentiles); ``latency.entries`` lists every entry with its camera, person,
+  start and latency (null: missed). Wall-clock times, so this one depends on the
+  load of the machine.
 """
 
 from __future__ import annotations

@@ -83,15 +83,17 @@ class Condition:
 CROWD_MAX_MISSES = 2  # analysed frames a crowd member may go unseen (hidden by the others) and still count
 RUNNING_FRAMES_AFTER_FIRST = 3  # a runner is fast on 1 + this many consecutive analysed frames
 FIGHT_PATH_SPEED = 0.4
-FIGHT_NEAR = 0.8  # body heights between the two
-FIGHT_VOTES = 0.6  # share of the frames of the window the pair passed the test
-FIGHT_EACH = 0.85  # each of the two goes nowhere: net displacement at most this share of its path
-# (a passer-by walks straight, net ~ path; the sum test alone let one erratic track -- a track handed
-# between people in a crowd -- make a scuffle of whoever walked past it: 4 false fights in 30 rendered
-# busy minutes before, 1 after; one of 39 rendered scuffles then raised its fight as two alerts)
 """Body heights per second along the path (not net), averaged over a pair, above which their
 back-and-forth motion is a scuffle (or half the running speed, if lower); measured on rendered
 scuffles (0.4-0.7 as tracked at 5 fps) against standing people (< 0.2)."""
+FIGHT_NEAR = 0.8  # body heights between the two
+FIGHT_VOTES = 0.6  # share of the frames of the window the pair passed the test
+FIGHT_EACH = 0.85
+"""Each of the two goes nowhere: its net displacement is at most this share of its own path. A
+passer-by walks straight (net ~ path); with only the pair's sums, one erratic track (a track handed
+between people in a crowd) made a scuffle of whoever walked past it: rendered busy clips, 6 false
+fights in 30 minutes before, 2 after; one of 39 rendered scuffles then raised its fight as two alerts.
+Somebody standing still (no path at all) next to an erratic track still passes (see docs)."""
 
 # --------------------------------------------------------------------------- a debounced on/off machine
 
@@ -375,7 +377,7 @@ class RuleEngine:
                         and na <= FIGHT_EACH * pa and nb <= FIGHT_EACH * pb):
                     members[i], members[j] = a, b
         group = [members[k] for k in sorted(members)]
-        # on when the pair met the test in 3/4 of the last ~1.6 s (a tracked scuffle hovers around
+        # on when the pair met the test in 60% of the last ~1.6 s (a tracked scuffle hovers around
         # the thresholds; passers-by meet it for a moment only)
         self._fight_votes.append(len(group) >= 2)
         votes = self._fight_votes
