@@ -60,7 +60,7 @@ from dispatch.events import (
     describe_error,
     encode,
 )
-from dispatch.store import Bus, Conflict, Deleted, Store
+from dispatch.store import ATOMIC_MAX, Bus, Conflict, Deleted, Store
 from dispatch.subjects import Subjects
 
 log = structlog.get_logger("dispatch.engine")
@@ -1106,7 +1106,7 @@ def _releasing_groups(saves: dict[tuple[str, str], UnitRec | IncidentRec], befor
 
 
 def _atomic_chunks(saves: dict[tuple[str, str], UnitRec | IncidentRec], group: dict[tuple[str, str], int], atomic: set[int],
-                   most: int = 900) -> list[list[tuple[str, str]]]:
+                   most: int = ATOMIC_MAX) -> list[list[tuple[str, str]]]:
     """The keys of the `atomic` groups, cut into atomic batches of at most `most` records, a group never
     cut in two (a group larger than that is a batch of its own, refused by the store: decided again one
     by one)."""

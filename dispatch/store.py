@@ -288,12 +288,16 @@ class BrokerBus:
 # --------------------------------------------------------------------------- JetStream
 
 
+ATOMIC_MAX = 900
+"""Records per atomic batch (the server takes at most 1,000 messages in one)."""
+
+
 class KVStore:
     """Units and incidents in one JetStream key-value bucket (file storage), keys `unit.<id>` and
     `incident.<id>`: one stream, so that a decision's records can be written in one atomic batch."""
 
     MINE_LIMIT = 200_000
-    ATOMIC_MAX = 900  # records per atomic batch (the server takes at most 1,000 messages)
+    ATOMIC_MAX = ATOMIC_MAX
 
     def __init__(self, js: Any, subjects: Subjects, replicas: int = 1, timeout_s: float = 5.0) -> None:
         self.js = js

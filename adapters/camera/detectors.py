@@ -112,7 +112,7 @@ class HogDetector:
         upscale: float = 2.0,
         hit_threshold: float = 0.0,
         scale_step: float = 1.08,
-        win_stride: tuple[int, int] | None = None,
+        win_stride: int | tuple[int, int] | None = None,
         cell: int = 4,
         vehicles: bool = True,
         min_person_px: int = 40,
