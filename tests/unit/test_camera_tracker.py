@@ -83,3 +83,19 @@ def test_a_runner_keeps_its_speed_without_counting_as_a_jump():
         tr.update([person(50 + 50 * k)], 0.2 * k)
     (s,) = tr.active
     assert s.speed > 2.0, s.speed
+
+
+def test_a_young_track_does_not_take_a_box_that_looks_like_its_settled_neighbour():
+    """A (red) has walked for a while; B has just been found beside A. The detector then finds one box
+    between the two, a little nearer to B, that looks like A: it is A's (a track whose look is not known
+    yet must not win on that alone, or the two swap)."""
+    tr = Tracker(Objects(), [], (640, 360))
+    for k in range(4):
+        tr.update([person(100 + 10 * k)], 0.2 * k, looks=[RED])
+    [a] = [s.id for s in tr.active]
+    tr.update([person(140), person(190)], 0.8, looks=[RED, BLUE])
+    b = next(s.id for s in tr.active if s.id != a)
+    # A's box is predicted at 150, B's at 190: the box at 174 is 24 px from A's and 16 px from B's
+    tr.update([person(174)], 1.0, looks=[RED])
+    seen = {s.id: s.misses for s in tr.active}
+    assert seen[a] == 0 and seen[b] == 1, "A found, B coasts"
