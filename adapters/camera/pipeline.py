@@ -40,6 +40,10 @@ from dispatch.district import Camera
 
 __all__ = ["Pipeline", "minute_clock"]
 
+# analysed frames a tracked person has gone unfound before the motion blob that is theirs alone gets a search
+# of its own at any size when their guide finds nobody (see HogDetector._hidden)
+LOST_MISSES = 2
+
 
 def minute_clock(tz: str) -> Callable[[float], int]:
     """t (UNIX seconds) -> local minute of the day in `tz`."""
@@ -220,6 +224,7 @@ class Pipeline:
         rest: set[int] = set()
         guides: list[Box] = []
         known: list[Box] = []
+        lost: list[Box] = []
         if guided is not None:
             rest = self.tracker.resting(self._tick) if self.cadence else set()
             people = self.tracker.predicted(t, "person")
@@ -230,6 +235,7 @@ class Pipeline:
             guides = [b for tid, b in people if tid not in rest]
             # around a person the detector just missed the blob is searched (the track lags)
             known = [b for tid, b in people if self.tracker.misses(tid) == 0]
+            lost = [b for tid, b in people if tid not in rest and self.tracker.misses(tid) >= LOST_MISSES]
         self._rest = rest
         fresh: list[Box] = []
         sized: list[tuple[Box, float]] = []
@@ -265,7 +271,7 @@ class Pipeline:
             fresh.append(r)
         if guided is not None:
             # (vehicles are told from moving blobs, which are among the regions anyway)
-            detections = guided(image, fresh, guides, sized) if (fresh or guides or sized) else []
+            detections = guided(image, fresh, guides, sized, lost) if (fresh or guides or sized) else []
         else:
             searched = merge_boxes(fresh + self.tracker.predicted_boxes(t), gap=0)
             detections = self.detector.detect(image, searched) if searched else []
