@@ -100,6 +100,7 @@ class Pipeline:
         self.hot_every = 1.0  # seconds between searches of an area that moves all the time
         self._tick = 0
         self._rest: set[int] = set()
+        self._odd: list[Box] = []  # last frame's blobs with more in them than the people tracked there
         self.cadence = cadence  # steady tracked people are searched every other frame
         # a confirmed person alone in their motion blob is followed by the blob, and searched by the
         # detector only every `carry_every` frames (or when the blob changes shape); 1: off
@@ -204,7 +205,8 @@ class Pipeline:
           (cheap); steady confirmed ones every other frame (they coast in between);
         * a motion region that the people found in the last frame explain is not searched again,
           and one in an area that moves most of the time (trees, flags, water, a standing group;
-          a slow heat map of motion, 0.1 per frame) neither: both only once a second.
+          a slow heat map of motion, 0.1 per frame) neither: both only once a second. A region
+          that has just grown past the people in it is searched at their size at once.
         """
         heat = self._heat
         gw, gh = heat.shape[1], heat.shape[0]
@@ -240,16 +242,23 @@ class Pipeline:
         fresh: list[Box] = []
         sized: list[tuple[Box, float]] = []
         hot_searched: list[Box] = []
+        odd: list[Box] = []
         for r, c in zip(regions, cells):
             if known and _covered(r, known) >= 0.7:
-                if once_a_second:
-                    # once a second: a person hidden in a group we track, at the group's size -- unless the
-                    # people in the blob fill it (a blob is about 1.2 person heights tall, its people wide)
-                    inside = [b for b in known if _overlap(b, r)]
-                    hs = sorted(b[3] - b[1] for b in inside)
+                # a person hidden in a group we track is searched for at the group's size -- unless the
+                # people in the blob fill it (a blob is about 1.2 person heights tall, its people wide):
+                # once a second, and at once when the blob has just grown past its people (somebody
+                # stepping out from behind the person we track, often right into a zone: waiting for the
+                # once-a-second search made those entries 1.2-3.8 s late)
+                inside = [b for b in known if _overlap(b, r)]
+                hs = sorted(b[3] - b[1] for b in inside)
+                more = bool(hs) and not _explained(r, inside)
+                if more:
+                    odd.append(r)
+                if once_a_second or (more and not any(_overlap(r, o) for o in self._odd)):
                     if not hs:
                         fresh.append(r)
-                    elif not _explained(r, inside):
+                    elif more:
                         sized.append((r, float(hs[len(hs) // 2])))
                 continue
             hot = float(heat[c[1]:c[3], c[0]:c[2]].mean()) >= 0.5
@@ -269,6 +278,7 @@ class Pipeline:
                 sized += bands  # type: ignore[arg-type]
                 continue
             fresh.append(r)
+        self._odd = odd
         if guided is not None:
             # (vehicles are told from moving blobs, which are among the regions anyway)
             detections = guided(image, fresh, guides, sized, lost) if (fresh or guides or sized) else []
