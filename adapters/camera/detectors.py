@@ -43,6 +43,7 @@ __all__ = [
     "iou",
     "make_detector",
     "nms",
+    "overlaps",
 ]
 
 
@@ -76,7 +77,8 @@ def _inside(a: Box, b: Box, frac: float = 0.8) -> bool:
     return area > 0 and ix * iy >= frac * area
 
 
-def _overlaps(a: Box, b: Box) -> bool:
+def overlaps(a: Box, b: Box) -> bool:
+    """Do the two boxes share any area?"""
     return min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1])
 
 
@@ -273,7 +275,7 @@ class HogDetector:
             return True
         for cb, g in missed:
             if _inside(r, cb, 0.85):
-                alone = _overlaps(r, g) and not any(o is not g and _overlaps(r, o) for o in guides)
+                alone = overlaps(r, g) and not any(o is not g and overlaps(r, o) for o in guides)
                 if not alone:
                     return True
         return False

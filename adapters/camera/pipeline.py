@@ -30,7 +30,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from adapters.camera.detectors import make_detector
+from adapters.camera.detectors import make_detector, overlaps
 from adapters.camera.lifecycle import Lifecycle
 from adapters.camera.motion import MotionDetector, merge_boxes
 from adapters.camera.rules import RuleEngine, tamper_reason
@@ -236,8 +236,9 @@ class Pipeline:
                 self._carried = carried
             guides = [b for tid, b in people if tid not in rest]
             # around a person the detector just missed the blob is searched (the track lags)
-            known = [b for tid, b in people if self.tracker.misses(tid) == 0]
-            lost = [b for tid, b in people if tid not in rest and self.tracker.misses(tid) >= LOST_MISSES]
+            misses = {tid: self.tracker.misses(tid) for tid, _ in people}
+            known = [b for tid, b in people if misses[tid] == 0]
+            lost = [b for tid, b in people if tid not in rest and misses[tid] >= LOST_MISSES]
         self._rest = rest
         fresh: list[Box] = []
         sized: list[tuple[Box, float]] = []
@@ -250,12 +251,12 @@ class Pipeline:
                 # once a second, and at once when the blob has just grown past its people (somebody
                 # stepping out from behind the person we track, often right into a zone: waiting for the
                 # once-a-second search made those entries 1.2-3.8 s late)
-                inside = [b for b in known if _overlap(b, r)]
+                inside = [b for b in known if overlaps(b, r)]
                 hs = sorted(b[3] - b[1] for b in inside)
                 more = bool(hs) and not _explained(r, inside)
                 if more:
                     odd.append(r)
-                if once_a_second or (more and not any(_overlap(r, o) for o in self._odd)):
+                if once_a_second or (more and not any(overlaps(r, o) for o in self._odd)):
                     if not hs:
                         fresh.append(r)
                     elif more:
@@ -291,7 +292,7 @@ class Pipeline:
             # an area that keeps "moving" where the detector found nobody and no track is near: a ghost
             # of somebody who stood there when the background was learned (or a tree): into the background
             near = [d.box for d in detections if d.label == "person"] + self.tracker.predicted_boxes(t)
-            empty = [r for r in hot_searched if not any(_overlap(r, b) for b in near)]
+            empty = [r for r in hot_searched if not any(overlaps(r, b) for b in near)]
             if empty:
                 self.motion.absorb(empty)
         return detections
@@ -302,7 +303,7 @@ class Pipeline:
         main = [r for r in regions if _inter(r, box) >= 0.6 * a]
         if len(main) != 1 or any(r is not main[0] and _inter(r, box) > 0.15 * a for r in regions):
             return None
-        if any(_overlap(main[0], o) for o in others):
+        if any(overlaps(main[0], o) for o in others):
             return None
         return main[0]
 
@@ -506,7 +507,3 @@ def _area(b: Box) -> float:
 def _inter(a: Box, b: Box) -> float:
     ix, iy = min(a[2], b[2]) - max(a[0], b[0]), min(a[3], b[3]) - max(a[1], b[1])
     return ix * iy if ix > 0 and iy > 0 else 0.0
-
-
-def _overlap(a: Box, b: Box) -> bool:
-    return min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1])
