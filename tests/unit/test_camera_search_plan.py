@@ -11,19 +11,22 @@ from district_fixtures import make_camera
 
 
 class RecordingDetector:
-    """Finds the person at `self.person` wherever it is asked to look; records the group searches."""
+    """Finds the person at `self.person` wherever it is asked to look; records the group searches and the
+    guides it was told are lost."""
 
     name = "recording"
 
     def __init__(self, person: Box):
         self.person = person
         self.sized: list[list[tuple]] = []
+        self.lost: list[list[Box]] = []
 
     def detect(self, image, regions):
         return [Detection("person", 0.95, self.person)]
 
     def detect_guided(self, image, regions, guides, sized=(), lost=()):
         self.sized.append(list(sized))
+        self.lost.append(list(lost))
         return [Detection("person", 0.95, self.person)]
 
 
@@ -69,3 +72,29 @@ def test_a_blob_that_grows_past_the_tracked_person_is_searched_at_once():
     assert abs(first[0][1] - 100) <= 2, "at the tracked person's height"
     x = det.person[0] + 12
     assert step((x - 8, 140, x + 72, 262)) == [], "still that wide in the next frame: waits for the tick"
+
+
+def test_a_person_unfound_for_two_frames_is_passed_to_the_detector_as_lost():
+    """The detector may search a lost person's own blob at any size (HogDetector._hidden): the pipeline
+    names as lost the guides of people unfound for LOST_MISSES analysed frames, not after one miss."""
+    from adapters.camera.pipeline import LOST_MISSES
+
+    cam = make_camera([], {})
+    det = RecordingDetector(person_at(100))
+    pipe = Pipeline(cam, detector=det, clock_minutes=lambda t: 0)
+    image = np.zeros((360, 640, 3), np.uint8)
+    t = 0.0
+    for k in range(8):  # walking right, found every frame: confirmed
+        det.person = person_at(100 + 12 * k)
+        pipe.tracker.update([Detection("person", 0.95, det.person)], t)
+        t += 0.2
+    lost_per_frame = []
+    for _ in range(LOST_MISSES + 1):  # then the detector finds nobody
+        x = det.person[0]
+        det.lost.clear()
+        pipe._detect(image, [(x - 8, 140, x + 48, 262)], t)
+        pipe.tracker.update([], t)
+        lost_per_frame.append([b for call in det.lost for b in call])
+        t += 0.2
+    assert all(not lost for lost in lost_per_frame[:LOST_MISSES]), lost_per_frame
+    assert len(lost_per_frame[LOST_MISSES]) == 1, "unfound for LOST_MISSES frames: its guide is lost"
