@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 import cv2
 import numpy as np
 
+from adapters.camera.hogfast import FastHog
 from adapters.camera.types import Box, Detection, Detector
 
 __all__ = [
@@ -127,6 +128,7 @@ class HogDetector:
         guide_scale: float = 1.05,
         blob_person_px: float = 200.0,
         guide_width: float | None = None,
+        engine: str = "fast",
     ):
         if cell not in (4, 8):
             raise ValueError(f"HOG cell size must be 4 or 8 px, not {cell}")
@@ -140,6 +142,12 @@ class HogDetector:
                                      d.gammaCorrection, d.nlevels, d.signedGradient)
         self.hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
         self._hogs: dict[int, cv2.HOGDescriptor] = {}  # by pyramid depth (nlevels), for searches of a known size range
+        # "fast": the same detection recompiled for small crops (hogfast.py: the same boxes, scores to
+        # ~1e-5, about twice as fast); "opencv": cv2's own detectMultiScale
+        if engine not in ("fast", "opencv"):
+            raise ValueError(f"HOG engine must be 'fast' or 'opencv', not {engine!r}")
+        self.engine = engine
+        self._fast = FastHog(self.hog, cv2.HOGDescriptor_getDefaultPeopleDetector()) if engine == "fast" else None
         self.upscale = upscale
         self.hit_threshold = hit_threshold
         self.scale_step = scale_step
@@ -322,9 +330,13 @@ class HogDetector:
         ww, wh = self.hog.winSize
         if crop.shape[0] < wh or crop.shape[1] < ww:
             return []
-        rects, weights = self._hog_levels(max(1, levels)).detectMultiScale(
-            crop, hitThreshold=self.hit_threshold, winStride=self.win_stride, padding=self.padding, scale=scale
-        )
+        if self._fast is not None:
+            rects, weights = self._fast.detect_multiscale(crop, self.hit_threshold, self.win_stride, self.padding, scale,
+                                                          nlevels=max(1, levels))
+        else:
+            rects, weights = self._hog_levels(max(1, levels)).detectMultiScale(
+                crop, hitThreshold=self.hit_threshold, winStride=self.win_stride, padding=self.padding, scale=scale
+            )
         out = []
         for (rx, ry, rw, rh), wgt in zip(rects, np.asarray(weights).reshape(-1)):
             # the window has a margin around the body: keep the middle 62% x 71%
