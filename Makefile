@@ -8,7 +8,7 @@ COMPOSE = $(VENV)/bin/docker-compose
 STAMP   = $(VENV)/.installed
 DISTRICT ?= config/districts/tieshan.yaml
 
-.PHONY: install browser run test test-fast bench bench-camera bench-console bench-drill check-config clean distclean
+.PHONY: install warm browser run test test-fast bench bench-camera bench-console bench-drill check-config clean distclean
 
 install: $(STAMP)
 
@@ -19,9 +19,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	@touch $@
 
+# The camera detector's compiled HOG search (numba): built once into its cache here, so that the
+# first camera (or test) does not spend ~12 s compiling; a no-op when the cache is current.
+warm: $(STAMP)
+	@$(PY) -m adapters.camera.hogfast
+
 # A live drill: embedded nats-server, engine, synthetic cameras and the camera
 # adapter, simulated units, the console; prints where to look.
-run: install
+run: install warm
 	$(VENV)/bin/patrollink run
 
 # docker-compose.yml is validated first (a real Compose binary from the
@@ -32,17 +37,17 @@ browser:
 	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
 	  echo "warning: could not install chromium; browser tests will be skipped" >&2
 
-test: install browser
+test: install warm browser
 	$(COMPOSE) config -q
 	$(PY) -m pytest
 
-test-fast: install
+test-fast: install warm
 	$(PY) -m pytest -m "not slow"
 
 bench: install
 	$(PY) -m bench.engine
 
-bench-camera: install
+bench-camera: install warm
 	$(PY) -m bench.camera
 
 bench-console: install browser

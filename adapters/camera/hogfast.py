@@ -606,3 +606,18 @@ class FastHog:
                 out_r.append((x1, y1, x2 - x1, y2 - y1))
                 out_w.append(v)
         return out_r, out_w
+
+
+if __name__ == "__main__":
+    # `make warm`: compile the kernels into numba's cache (beside this module) ahead of the first
+    # camera; through the package's module, whose functions the cache entries are filed under
+    import time
+
+    from adapters.camera import hogfast
+
+    t0 = time.perf_counter()
+    d = cv2.HOGDescriptor()
+    for cell in (4, 8):
+        hog = cv2.HOGDescriptor((8 * cell, 16 * cell), (2 * cell, 2 * cell), (cell, cell), (cell, cell), d.nbins)
+        hogfast.FastHog(hog, cv2.HOGDescriptor_getDefaultPeopleDetector())
+    print(f"hogfast: compiled kernels ready in {time.perf_counter() - t0:.1f} s")
