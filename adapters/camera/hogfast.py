@@ -1,19 +1,28 @@
 """OpenCV's HOG people detection (``HOGDescriptor.detectMultiScale``) recompiled for small crops.
 
 The camera pipeline runs HOG on many small crops (a tracked person's neighbourhood is about 60x80
-pixels after scaling). There OpenCV spends most of its time scoring windows: for each window it
-gathers 105 block histograms through its block cache and takes a dot product of 3,780 values in
-4-wide steps. This module computes the same thing with numba: gradients, block histograms and
-their L2-Hys normalisation once per pyramid level, then every window's score from the shared
-blocks in a loop the compiler vectorises. The arithmetic follows OpenCV's (the same gamma table,
-the same fast arctangent, border reflection, trilinear cell weights, Gaussian block window,
-L2-Hys, level sizes, ``INTER_LINEAR_EXACT`` pyramid and ``HOGDescriptor.groupRectangles``), so the
-boxes are the same and the scores agree to float rounding; `tests/unit/test_camera_hogfast.py`
-checks both against cv2 on real frames.
+pixels once scaled, a new motion blob's about 100x150), five to fifteen searches per analysed
+frame on a busy entrance. This module computes exactly what OpenCV computes there, compiled with
+numba, about twice as fast on those sizes:
 
-Only what the detector uses is supported: 8-bit BGR or grey images, 2x2 cells per block, block
-stride = cell size, unsigned gradients, L2-Hys, window strides that are multiples of the cell
-size across and of half of it down (the `HogDetector` defaults), and a linear SVM.
+* the block weights factor by axis (a Gaussian over the block times bilinear cell weights), so
+  each pixel's two orientation votes are summed along its row into the blocks across that hold it,
+  then down the blocks' rows a whole row of blocks at a time, instead of into every block and cell
+  one pixel at a time through a block cache;
+* a window's blocks in one block row lie side by side in memory in the order of the SVM weights
+  (reordered once), so a window's score is 30 contiguous dot products that vectorise;
+* the whole pyramid (resize, padding, gradients, blocks, scores) and the grouping run in one
+  compiled call per search.
+
+The arithmetic follows OpenCV's: the gamma table, the colour channel with the largest gradient
+(ties broken as its vector code breaks them), its fast arctangent, reflected borders, the
+pyramid's level sizes and ``INTER_LINEAR_EXACT`` resize (bit for bit), L2-Hys, and
+``HOGDescriptor.groupRectangles`` with its clipping. The boxes are the same and the scores agree
+to float rounding; `tests/unit/test_camera_hogfast.py` checks both against cv2 on rendered frames.
+
+Only what the detector uses is supported: 8-bit BGR or grey images, 2x2 cells per block moved one
+cell at a time, unsigned gradients, L2-Hys, a window stride across that is a whole number of cells,
+and a linear SVM.
 """
 
 from __future__ import annotations
@@ -39,7 +48,8 @@ _JIT = dict(cache=True, nogil=True, fastmath=True, error_model="numpy")
 # fastmath lets the compiler reorder float sums (scores move by ~1e-6); error_model="numpy": a float
 # division by zero gives inf instead of raising, so the loops carry no exception branches and vectorise.
 # The per-pixel gradient code keeps IEEE arithmetic (no fused multiply-add): OpenCV picks the colour
-# channel by comparing magnitudes, and ties (grey pixels, swapped dx/dy) must break the same way.
+# channel by comparing magnitudes, and ties (swapped dx/dy) must break the same way; so do the resize
+# and the rounding of boxes, which must match OpenCV's bit for bit.
 _EXACT = dict(_JIT, fastmath=False)
 
 
@@ -273,7 +283,7 @@ def _scores(blocks, svm, rho, row_step, stride_x, stride_y_rows, nwx, nwy):
     return out
 
 
-@njit(**_JIT)
+@njit(**_EXACT)
 def _linear_axis(src_n, dst_n):
     """OpenCV's bit-exact linear resize (INTER_LINEAR_EXACT) along one axis: per destination
     position the source offset and 8-bit weights (exact double arithmetic, weights rounded half to
@@ -299,7 +309,7 @@ def _linear_axis(src_n, dst_n):
     return ofs, w0, w1, lo, hi
 
 
-@njit(**_JIT)
+@njit(**_EXACT)
 def _resize(src, dw, dh):
     """cv2.resize(src, (dw, dh), interpolation=cv2.INTER_LINEAR_EXACT), bit for bit (8-bit images,
     not an exact 2x reduction, which OpenCV does by area): rows are interpolated across in 8.8
@@ -382,7 +392,7 @@ def _pad_lum(img, px, py, lut):
     return out
 
 
-@njit(**_JIT)
+@njit(**_EXACT)
 def _multiscale(img, scales, px, py, lut, cell, step_y, nbins, ax, thresh, svm, rho, sx, sy, hit, win_w, win_h, pad):
     """Every window at or over `hit` on every pyramid level: rects (x, y, w, h) in the image's
     coordinates, rounded as OpenCV does, and scores."""
@@ -424,7 +434,7 @@ def _multiscale(img, scales, px, py, lut, cell, step_y, nbins, ax, thresh, svm, 
     return rects[:nr], scores[:nr]
 
 
-@njit(**_JIT)
+@njit(**_EXACT)
 def _group(rects, weights, threshold, eps):
     """HOGDescriptor::groupRectangles: partition into classes of similar rects (numbered by first
     member), average each class, keep its best weight, drop classes of `threshold` members or fewer
@@ -546,17 +556,22 @@ class FastHog:
         self.detect_multiscale(np.zeros((self.win[1] + 8, self.win[0] + 8, 3), np.uint8), 0.0, (self.cell, self.cell),
                                (self.cell, self.cell), 1.05, nlevels=2)
 
+    def _grid(self, win_stride: tuple[int, int], padding: tuple[int, int]) -> tuple[int, int, int, int, int]:
+        """Window strides, the block grid's step down (OpenCV's cache stride) and the padding
+        aligned to the grid, as OpenCV aligns it."""
+        c = self.cell
+        sx, sy = int(win_stride[0]), int(win_stride[1])
+        if sx <= 0 or sy <= 0 or sx % c:
+            raise ValueError(f"window stride {win_stride} must step whole cells across")
+        cs_x, cs_y = math.gcd(sx, c), math.gcd(sy, c)
+        px = -(-max(padding[0], 0) // cs_x) * cs_x
+        py = -(-max(padding[1], 0) // cs_y) * cs_y
+        return sx, sy, cs_y, px, py
+
     def detect(self, img: np.ndarray, hit_threshold: float, win_stride: tuple[int, int], padding: tuple[int, int]):
         """One level: window top-left corners (x, y, relative to the unpadded image) and scores."""
         c = self.cell
-        sx, sy = win_stride
-        if sx % c:
-            raise ValueError(f"window stride {win_stride} must step whole cells across")
-        cs_y = math.gcd(sy, c)
-        cs_x = math.gcd(sx, c)
-        # OpenCV aligns the padding to the block cache's stride
-        px = -(-max(padding[0], 0) // cs_x) * cs_x
-        py = -(-max(padding[1], 0) // cs_y) * cs_y
+        sx, sy, cs_y, px, py = self._grid(win_stride, padding)
         h, w = img.shape[:2]
         gw, gh = w + 2 * px, h + 2 * py
         nwx = (gw - self.win[0]) // sx + 1
@@ -584,13 +599,7 @@ class FastHog:
             levels.append(s)
             s *= scale
         c = self.cell
-        sx, sy = win_stride
-        if sx % c:
-            raise ValueError(f"window stride {win_stride} must step whole cells across")
-        cs_y = math.gcd(sy, c)
-        # OpenCV aligns the padding to the block cache's stride
-        px = -(-max(padding[0], 0) // math.gcd(sx, c)) * math.gcd(sx, c)
-        py = -(-max(padding[1], 0) // cs_y) * cs_y
+        sx, sy, cs_y, px, py = self._grid(win_stride, padding)
         if img.ndim == 2:
             img = img[:, :, None]
         rects, weights = _multiscale(np.ascontiguousarray(img), np.asarray(levels), px, py, self.lut, c, cs_y, self.nbins,
