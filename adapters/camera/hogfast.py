@@ -192,44 +192,32 @@ def _col_sums(rows, cell, step_y, ay, pad):
 def _normalise(acc, n, nbins, thresh):
     """L2-Hys, in place, per block (its cells lie in two runs of 2 * nbins, one per cell row, in
     the first `n` columns): scaled by 1 / (|h| + 0.1 * size), clipped at thresh, scaled to unit
-    length (OpenCV's constants). Worked a block row at a time in long loops (short per-block loops
-    do not vectorise): squares, per-block sums, then the block's scale spread over its columns."""
+    length (OpenCV's constants)."""
     nby = acc.shape[0]
     half = 2 * nbins
     nbx = n // half
     eps = np.float32(4 * nbins * 0.1)
-    sq = np.empty(n, np.float32)
-    sc = np.empty(n, np.float32)
     for by in range(nby):
-        a0 = acc[by, 0]
-        a1 = acc[by, 1]
-        for t in range(n):
-            sq[t] = a0[t] * a0[t] + a1[t] * a1[t]
-        _spread(sq, sc, nbx, half, eps)
-        for t in range(n):
-            v0 = min(a0[t] * sc[t], thresh)
-            v1 = min(a1[t] * sc[t], thresh)
-            a0[t] = v0
-            a1[t] = v1
-            sq[t] = v0 * v0 + v1 * v1
-        _spread(sq, sc, nbx, half, np.float32(1e-3))
-        for t in range(n):
-            a0[t] *= sc[t]
-            a1[t] *= sc[t]
-
-
-@njit(**_JIT)
-def _spread(sq, sc, nbx, half, eps):
-    """sc over each block's columns = 1 / (sqrt(sum of that block's squares) + eps)."""
-    for bx in range(nbx):
-        seg = sq[bx * half:(bx + 1) * half]
-        s = np.float32(0.0)
-        for t in range(half):
-            s += seg[t]
-        v = np.float32(1.0) / (np.sqrt(s) + eps)
-        out = sc[bx * half:(bx + 1) * half]
-        for t in range(half):
-            out[t] = v
+        for bx in range(nbx):
+            c = bx * half
+            # 1-D views indexed from 0 (see `_scores`)
+            a0 = acc[by, 0, c:c + half]
+            a1 = acc[by, 1, c:c + half]
+            s = np.float32(0.0)
+            for t in range(half):
+                s += a0[t] * a0[t] + a1[t] * a1[t]
+            scale = np.float32(1.0) / (np.sqrt(s) + eps)
+            s = np.float32(0.0)
+            for t in range(half):
+                v0 = min(a0[t] * scale, thresh)
+                v1 = min(a1[t] * scale, thresh)
+                a0[t] = v0
+                a1[t] = v1
+                s += v0 * v0 + v1 * v1
+            scale = np.float32(1.0) / (np.sqrt(s) + np.float32(1e-3))
+            for t in range(half):
+                a0[t] *= scale
+                a1[t] *= scale
 
 
 @njit(**_JIT)
@@ -264,22 +252,51 @@ def _level(lum, gh, gw, cell, step_y, nbins, ax, ay, thresh, svm, rho, row_step,
 def _scores(blocks, svm, rho, row_step, stride_x, stride_y_rows, nwx, nwy):
     """SVM score of every window. In each block row a window's blocks are two contiguous runs of
     `blocks` (one per cell row), and `svm` holds the weights in the same order, so a window is
-    2 x (blocks down) dot products of (blocks across) * 2 * nbins floats."""
+    2 x (blocks down) dot products of (blocks across) * 2 * nbins floats. Four neighbouring windows
+    at a time share each load of the weights (a quarter fewer instructions than one by one)."""
     bpw_y, _, n = svm.shape
     out = np.empty((nwy, nwx), np.float64)
     for wy in range(nwy):
         r0 = wy * stride_y_rows
-        for wx in range(nwx):
+        wx = 0
+        while wx + 4 <= nwx:
+            c0 = wx * stride_x
+            s0 = np.float32(0.0)
+            s1 = np.float32(0.0)
+            s2 = np.float32(0.0)
+            s3 = np.float32(0.0)
+            for i in range(bpw_y):
+                r = r0 + i * row_step
+                for cy in range(2):
+                    # 1-D views indexed from 0: no negative-index checks, so the loop vectorises
+                    a0 = blocks[r, cy, c0:c0 + n]
+                    a1 = blocks[r, cy, c0 + stride_x:c0 + stride_x + n]
+                    a2 = blocks[r, cy, c0 + 2 * stride_x:c0 + 2 * stride_x + n]
+                    a3 = blocks[r, cy, c0 + 3 * stride_x:c0 + 3 * stride_x + n]
+                    b = svm[i, cy]
+                    for t in range(n):
+                        v = b[t]
+                        s0 += a0[t] * v
+                        s1 += a1[t] * v
+                        s2 += a2[t] * v
+                        s3 += a3[t] * v
+            out[wy, wx] = s0 + rho
+            out[wy, wx + 1] = s1 + rho
+            out[wy, wx + 2] = s2 + rho
+            out[wy, wx + 3] = s3 + rho
+            wx += 4
+        while wx < nwx:
             c0 = wx * stride_x
             s = np.float32(0.0)
             for i in range(bpw_y):
+                r = r0 + i * row_step
                 for cy in range(2):
-                    # 1-D views indexed from 0: no negative-index checks, so the loop vectorises
-                    a = blocks[r0 + i * row_step, cy, c0:c0 + n]
+                    a = blocks[r, cy, c0:c0 + n]
                     b = svm[i, cy]
                     for t in range(n):
                         s += a[t] * b[t]
             out[wy, wx] = s + rho
+            wx += 1
     return out
 
 
