@@ -44,6 +44,20 @@ _EPS = np.float32(2.220446049250313e-16)
 _DEG2RAD = np.float32(math.pi / 180)
 
 
+def _jit(**options):
+    """numba's njit, cached on disk beside this module (or under $NUMBA_CACHE_DIR). Where no cache
+    location is writable (a read-only install, no writable home) numba refuses to cache at all: then
+    the kernels are compiled in memory at each start instead (~12 s) rather than failing the import."""
+
+    def decorate(fn):
+        try:
+            return njit(**options)(fn)
+        except RuntimeError:  # "cannot cache function ...: no locator available"
+            return njit(**dict(options, cache=False))(fn)
+
+    return decorate
+
+
 _JIT = dict(cache=True, nogil=True, fastmath=True, error_model="numpy")
 # fastmath lets the compiler reorder float sums (scores move by ~1e-6); error_model="numpy": a float
 # division by zero gives inf instead of raising, so the loops carry no exception branches and vectorise.
@@ -53,7 +67,7 @@ _JIT = dict(cache=True, nogil=True, fastmath=True, error_model="numpy")
 _EXACT = dict(_JIT, fastmath=False)
 
 
-@njit(**_EXACT)
+@_jit(**_EXACT)
 def _select(lum, dxo, dyo):
     """Per pixel of the padded image, the x and y derivatives of the colour channel with the
     largest gradient (OpenCV's rule: channel 2 over 1 only when strictly larger, then 0 unless
@@ -90,7 +104,7 @@ def _select(lum, dxo, dyo):
             oy[x] = dy if keep else dy0
 
 
-@njit(**_EXACT)
+@_jit(**_EXACT)
 def _votes(dxa, dya, g, q, nbins):
     """Per pixel: the magnitude split between the two nearest of `nbins` unsigned orientation bins
     (g[0], g[1]) and those bins (q[0], q[1]), with OpenCV's fast arctangent."""
@@ -125,7 +139,7 @@ def _votes(dxa, dya, g, q, nbins):
         q[1, i] = np.uint8(h2 if h2 < nb else 0)
 
 
-@njit(**_JIT)
+@_jit(**_JIT)
 def _row_sums(g, q, gh, gw, cell, nbins, ax):
     """Per pixel row: each pixel's two votes added into the (block column, cell column, bin) sums of
     the two blocks across that hold it, weighted by the column part of its block weight."""
@@ -166,7 +180,7 @@ def _row_sums(g, q, gh, gw, cell, nbins, ax):
     return rows
 
 
-@njit(**_JIT)
+@_jit(**_JIT)
 def _col_sums(rows, cell, step_y, ay, pad):
     """Per block row: the row sums added down the block's rows, weighted by the row part of the block
     weight, for each cell row: shape (block rows, 2, block columns * 2 * nbins + pad); the `pad`
@@ -188,7 +202,7 @@ def _col_sums(rows, cell, step_y, ay, pad):
     return acc
 
 
-@njit(**_JIT)
+@_jit(**_JIT)
 def _normalise(acc, n, nbins, thresh):
     """L2-Hys, in place, per block (its cells lie in two runs of 2 * nbins, one per cell row, in
     the first `n` columns): scaled by 1 / (|h| + 0.1 * size), clipped at thresh, scaled to unit
@@ -220,7 +234,7 @@ def _normalise(acc, n, nbins, thresh):
                 a1[t] *= scale
 
 
-@njit(**_JIT)
+@_jit(**_JIT)
 def _blocks(g, q, gh, gw, cell, step_y, nbins, ax, ay, thresh, pad):
     """Normalised histograms of every 2x2-cell block whose top-left corner lies on the grid (every
     `cell` px across, every `step_y` px down): shape (block rows, cell row, block columns * cell
@@ -235,7 +249,7 @@ def _blocks(g, q, gh, gw, cell, step_y, nbins, ax, ay, thresh, pad):
     return acc
 
 
-@njit(**_JIT)
+@_jit(**_JIT)
 def _level(lum, gh, gw, cell, step_y, nbins, ax, ay, thresh, svm, rho, row_step, stride_x, stride_y_rows, nwx, nwy, pad):
     """Every window's score on one padded pyramid level (see `_select` for `lum`)."""
     dxa = np.empty((gh, gw), np.float32)
@@ -248,7 +262,7 @@ def _level(lum, gh, gw, cell, step_y, nbins, ax, ay, thresh, svm, rho, row_step,
     return _scores(blocks, svm, rho, row_step, stride_x, stride_y_rows, nwx, nwy)
 
 
-@njit(**_JIT)
+@_jit(**_JIT)
 def _scores(blocks, svm, rho, row_step, stride_x, stride_y_rows, nwx, nwy):
     """SVM score of every window. In each block row a window's blocks are two contiguous runs of
     `blocks` (one per cell row), and `svm` holds the weights in the same order, so a window is
@@ -300,7 +314,7 @@ def _scores(blocks, svm, rho, row_step, stride_x, stride_y_rows, nwx, nwy):
     return out
 
 
-@njit(**_EXACT)
+@_jit(**_EXACT)
 def _linear_axis(src_n, dst_n):
     """OpenCV's bit-exact linear resize (INTER_LINEAR_EXACT) along one axis: per destination
     position the source offset and 8-bit weights (exact double arithmetic, weights rounded half to
@@ -326,7 +340,7 @@ def _linear_axis(src_n, dst_n):
     return ofs, w0, w1, lo, hi
 
 
-@njit(**_EXACT)
+@_jit(**_EXACT)
 def _resize(src, dw, dh):
     """cv2.resize(src, (dw, dh), interpolation=cv2.INTER_LINEAR_EXACT), bit for bit (8-bit images,
     not an exact 2x reduction, which OpenCV does by area): rows are interpolated across in 8.8
@@ -380,7 +394,7 @@ def _resize(src, dw, dh):
     return dst.reshape(dh, dw, cn)
 
 
-@njit(**_JIT)
+@_jit(**_JIT)
 def _reflect101(p, n):
     if n == 1:
         return 0
@@ -389,7 +403,7 @@ def _reflect101(p, n):
     return p
 
 
-@njit(**_JIT)
+@_jit(**_JIT)
 def _pad_lum(img, px, py, lut):
     """The gamma table over the image padded by (px + 1, py + 1), borders reflected (OpenCV's
     BORDER_REFLECT_101): shape (h + 2 py + 2, (w + 2 px + 2) * channels), float32."""
@@ -409,7 +423,7 @@ def _pad_lum(img, px, py, lut):
     return out
 
 
-@njit(**_EXACT)
+@_jit(**_EXACT)
 def _multiscale(img, scales, px, py, lut, cell, step_y, nbins, ax, thresh, svm, rho, sx, sy, hit, win_w, win_h, pad):
     """Every window at or over `hit` on every pyramid level: rects (x, y, w, h) in the image's
     coordinates, rounded as OpenCV does, and scores."""
@@ -451,7 +465,7 @@ def _multiscale(img, scales, px, py, lut, cell, step_y, nbins, ax, thresh, svm, 
     return rects[:nr], scores[:nr]
 
 
-@njit(**_EXACT)
+@_jit(**_EXACT)
 def _group(rects, weights, threshold, eps):
     """HOGDescriptor::groupRectangles: partition into classes of similar rects (numbered by first
     member), average each class, keep its best weight, drop classes of `threshold` members or fewer
