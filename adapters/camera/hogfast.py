@@ -409,17 +409,29 @@ def _pad_lum(img, px, py, lut):
     BORDER_REFLECT_101): shape (h + 2 py + 2, (w + 2 px + 2) * channels), float32."""
     h, w, cn = img.shape
     H, W = h + 2 * py + 2, w + 2 * px + 2
-    xs = np.empty(W, np.int64)
-    for x in range(W):
-        xs[x] = _reflect101(x - px - 1, w) * cn
+    n = w * cn
+    flat = img.reshape(h, n)
+    # the table over the image once (each pixel looked up once), then whole rows copied into place
+    lum = np.empty((h, n), np.float32)
+    for y in range(h):
+        s = flat[y]
+        d = lum[y]
+        for k in range(n):
+            d[k] = lut[s[k]]
     out = np.empty((H, W * cn), np.float32)
-    flat = img.reshape(h, w * cn)
+    lx = (px + 1) * cn
     for y in range(H):
-        srow = flat[_reflect101(y - py - 1, h)]
-        orow = out[y]
-        for x in range(W):
+        src = lum[_reflect101(y - py - 1, h)]
+        row = out[y]
+        mid = row[lx:lx + n]
+        for k in range(n):
+            mid[k] = src[k]
+        for x in range(px + 1):
+            a = _reflect101(x - px - 1, w) * cn
+            b = _reflect101(w + x, w) * cn
             for c in range(cn):
-                orow[x * cn + c] = lut[srow[xs[x] + c]]
+                row[x * cn + c] = src[a + c]
+                row[lx + n + x * cn + c] = src[b + c]
     return out
 
 
