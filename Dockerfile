@@ -22,10 +22,12 @@ COPY simulators ./simulators
 COPY bench ./bench
 RUN pip install .
 
-# The camera detector's compiled HOG search (numba), built into the image: the cache lives where
-# the unprivileged user can read it, and a camera starts without ~12 s of compiling.
+# The camera detector's compiled HOG search (numba), built into the image so that a camera does not
+# spend ~12 s compiling at start. Run from / so that it compiles the installed package (numba files
+# its cache by the source's path). The cache is for the build host's CPU model; on another model
+# the first camera process compiles once into the same folder, which the runtime user may write.
 ENV NUMBA_CACHE_DIR=/app/numba-cache
-RUN python -m adapters.camera.hogfast
+RUN cd / && python -m adapters.camera.hogfast
 
 # District files and NATS configs are read at run time, relative to /app.
 COPY config ./config

@@ -275,10 +275,12 @@ def _scores(blocks, svm, rho, row_step, stride_x, stride_y_rows, nwx, nwy):
         wx = 0
         while wx + 4 <= nwx:
             c0 = wx * stride_x
-            s0 = np.float32(0.0)
-            s1 = np.float32(0.0)
-            s2 = np.float32(0.0)
-            s3 = np.float32(0.0)
+            # each run's dot product in float32, the window's total in float64 (as OpenCV adds
+            # its blocks' sums into a double): a window near the threshold falls the same side
+            s0 = 0.0
+            s1 = 0.0
+            s2 = 0.0
+            s3 = 0.0
             for i in range(bpw_y):
                 r = r0 + i * row_step
                 for cy in range(2):
@@ -288,12 +290,20 @@ def _scores(blocks, svm, rho, row_step, stride_x, stride_y_rows, nwx, nwy):
                     a2 = blocks[r, cy, c0 + 2 * stride_x:c0 + 2 * stride_x + n]
                     a3 = blocks[r, cy, c0 + 3 * stride_x:c0 + 3 * stride_x + n]
                     b = svm[i, cy]
+                    p0 = np.float32(0.0)
+                    p1 = np.float32(0.0)
+                    p2 = np.float32(0.0)
+                    p3 = np.float32(0.0)
                     for t in range(n):
                         v = b[t]
-                        s0 += a0[t] * v
-                        s1 += a1[t] * v
-                        s2 += a2[t] * v
-                        s3 += a3[t] * v
+                        p0 += a0[t] * v
+                        p1 += a1[t] * v
+                        p2 += a2[t] * v
+                        p3 += a3[t] * v
+                    s0 += p0
+                    s1 += p1
+                    s2 += p2
+                    s3 += p3
             out[wy, wx] = s0 + rho
             out[wy, wx + 1] = s1 + rho
             out[wy, wx + 2] = s2 + rho
@@ -301,14 +311,16 @@ def _scores(blocks, svm, rho, row_step, stride_x, stride_y_rows, nwx, nwy):
             wx += 4
         while wx < nwx:
             c0 = wx * stride_x
-            s = np.float32(0.0)
+            s = 0.0
             for i in range(bpw_y):
                 r = r0 + i * row_step
                 for cy in range(2):
                     a = blocks[r, cy, c0:c0 + n]
                     b = svm[i, cy]
+                    p = np.float32(0.0)
                     for t in range(n):
-                        s += a[t] * b[t]
+                        p += a[t] * b[t]
+                    s += p
             out[wy, wx] = s + rho
             wx += 1
     return out
@@ -564,6 +576,16 @@ def _axis_weights(cell: int, sigma: float) -> np.ndarray:
     return out
 
 
+def _image(img: np.ndarray) -> np.ndarray:
+    """The image as the kernels take it: 8-bit, (h, w, 1 or 3), C-contiguous and writable (numba
+    compiles read-only arrays as another type: a second compile at run time)."""
+    if img.dtype != np.uint8 or img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (1, 3)):
+        raise ValueError(f"FastHog takes 8-bit grey or BGR images, not {img.dtype} of shape {img.shape}")
+    if img.ndim == 2:
+        img = img[:, :, None]
+    return np.require(img, np.uint8, ["C_CONTIGUOUS", "WRITEABLE"])
+
+
 class FastHog:
     """detectMultiScale of a HOG descriptor with 2x2-cell blocks (the people model at cell 4 or 8)."""
 
@@ -595,8 +617,10 @@ class FastHog:
         self.thresh = np.float32(hog.L2HysThreshold)
         ramp = np.arange(256, dtype=np.float32)
         self.lut = (np.sqrt(ramp) if hog.gammaCorrection else ramp).astype(np.float32)
-        # compile (or load from numba's cache) now, not on a camera's first frame
-        self.detect_multiscale(np.zeros((self.win[1] + 8, self.win[0] + 8, 3), np.uint8), 0.0, (self.cell, self.cell),
+        self.nlevels = int(hog.nlevels)
+        # compile (or load from numba's cache) now, not on a camera's first frame: every window of a
+        # blank image passes a threshold of -inf, so the grouping is compiled as well
+        self.detect_multiscale(np.zeros((self.win[1] + 8, self.win[0] + 8, 3), np.uint8), -np.inf, (self.cell, self.cell),
                                (self.cell, self.cell), 1.05, nlevels=2)
 
     def _grid(self, win_stride: tuple[int, int], padding: tuple[int, int]) -> tuple[int, int, int, int, int]:
@@ -621,9 +645,7 @@ class FastHog:
         nwy = (gh - self.win[1]) // sy + 1
         if nwx <= 0 or nwy <= 0:
             return np.empty((0, 2), np.int64), np.empty(0)
-        if img.ndim == 2:
-            img = img[:, :, None]
-        lum = _pad_lum(np.ascontiguousarray(img), px, py, self.lut)
+        lum = _pad_lum(_image(img), px, py, self.lut)
         scores = _level(lum, gh, gw, c, cs_y, self.nbins, self.axis, self.axis, self.thresh, self.svm, self.rho,
                         c // cs_y, (sx // c) * 2 * self.nbins, sy // cs_y, nwx, nwy, self.pad)
         ys, xs = np.nonzero(scores >= hit_threshold)
@@ -638,14 +660,13 @@ class FastHog:
         ww, wh = self.win
         # OpenCV's levels: scales while the image still holds a window (the first always), at most nlevels
         levels, s = [1.0], scale
+        nlevels = min(nlevels, self.nlevels)  # cv2's HOGDescriptor.nlevels caps the pyramid
         while len(levels) < nlevels and scale > 1 and round(W / s) >= ww and round(H / s) >= wh:
             levels.append(s)
             s *= scale
         c = self.cell
         sx, sy, cs_y, px, py = self._grid(win_stride, padding)
-        if img.ndim == 2:
-            img = img[:, :, None]
-        rects, weights = _multiscale(np.ascontiguousarray(img), np.asarray(levels), px, py, self.lut, c, cs_y, self.nbins,
+        rects, weights = _multiscale(_image(img), np.asarray(levels), px, py, self.lut, c, cs_y, self.nbins,
                                      self.axis, self.thresh, self.svm, self.rho, sx, sy, float(hit_threshold), ww, wh,
                                      self.pad)
         if group_threshold > 0 and len(rects):
