@@ -32,7 +32,6 @@ from collections.abc import Callable, Sequence
 import cv2
 import numpy as np
 
-from adapters.camera.hogfast import FastHog
 from adapters.camera.types import Box, Detection, Detector
 
 __all__ = [
@@ -147,7 +146,11 @@ class HogDetector:
         if engine not in ("fast", "opencv"):
             raise ValueError(f"HOG engine must be 'fast' or 'opencv', not {engine!r}")
         self.engine = engine
-        self._fast = FastHog(self.hog, cv2.HOGDescriptor_getDefaultPeopleDetector()) if engine == "fast" else None
+        self._fast = None
+        if engine == "fast":
+            from adapters.camera.hogfast import FastHog  # numba: imported only when used
+
+            self._fast = FastHog(self.hog, cv2.HOGDescriptor_getDefaultPeopleDetector())
         self.upscale = upscale
         self.hit_threshold = hit_threshold
         self.scale_step = scale_step
