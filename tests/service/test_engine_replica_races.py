@@ -517,3 +517,51 @@ async def test_a_failed_bucket_watch_is_opened_again_and_catches_up(pair: Pair, 
     assert p.b.state.units["a1"].order == claim.order and claim.incident in p.b.state.incidents, "what changed meanwhile came in"
     await p.b.apply(alert("ev-B", 114.8995, kind="fight"))  # and B does not give a1 a second order
     p.assert_no_unit_holds_two_orders()
+
+
+# --------------------------------------------------------------------------- a rebuild that fails
+
+
+async def test_an_input_after_a_failed_rebuild_waits_for_a_rebuild_and_is_decided_on_it(pair: Pair, monkeypatch) -> None:
+    """Seen in a drill: a unit's `cleared` failed while NATS restarted, rebuilding the state from the
+    buckets failed too, and the redelivered reply was judged on the half-changed state and dead-lettered,
+    so its incident stayed open for good. Now nothing is decided until a rebuild succeeds."""
+    from dispatch.engine import _Job
+
+    p = pair
+    await p.a.apply(alert("ev1", 114.900))
+    order = p.orders()[-1]
+    stored = await p.store.get(UnitRec, order["unit"])
+    # a decision fails half-way: the memory holds part of it (the unit freed), and the store is away
+    p.a.state.put_unit(p.a.state.units[order["unit"]].model_copy(update={"order": None, "incident": None}))
+    real_watch = p.store.watch
+
+    def away(*a: Any, **kw: Any) -> AsyncIterator[Any]:
+        raise ConnectionError("nats: no servers available")
+
+    monkeypatch.setattr(p.store, "watch", away)
+    with capture_logs() as logs:
+        await p.a._recover(None)
+    assert p.a.stale and any(e["event"].startswith("could not rebuild the state") for e in logs)
+
+    reply = OrderReply(order_id=order["order_id"], incident_id=order["incident_id"], unit=order["unit"], reply=ReplyKind.cleared)
+    settled: list[bool] = []
+
+    async def settle_(ok: bool) -> None:
+        settled.append(ok)
+
+    job = _Job(p.a.subjects.reply(order["unit"]), encode(reply), False, settle_, ReplyIn(reply, False))
+    with capture_logs() as logs:
+        assert not await p.a._apply_one(job), "not decided while the state cannot be rebuilt"
+    assert settled == [False], "handed back to the broker for redelivery, not dead-lettered"
+    assert not any(e["event"] == "deadletter" for e in logs)
+
+    monkeypatch.setattr(p.store, "watch", real_watch)  # the store is back: the redelivery
+    job = _Job(p.a.subjects.reply(order["unit"]), encode(reply), True, settle_, ReplyIn(reply, True))
+    with capture_logs() as logs:
+        assert await p.a._apply_one(job)
+    assert not p.a.stale and any(e["event"] == "state rebuilt from the buckets after a failed decision" for e in logs)
+    assert not any(e["event"] == "deadletter" for e in logs), logs
+    inc = await p.store.get(IncidentRec, order["incident_id"])
+    unit = await p.store.get(UnitRec, order["unit"])
+    assert not inc.is_open and unit.order is None and unit.rev > stored.rev, "the reply closed the incident and freed the unit"
