@@ -865,6 +865,20 @@ class _Decision:
         if u is None:
             raise _Refuse(f"unknown unit {r.unit!r}: not in district {self.s.district.name!r}")
         inc = self.s.incidents.get(r.incident_id)
+        if (r.reply is ReplyKind.cleared and inc is not None and inc.order == r.order_id and inc.unit == r.unit
+                and u.order != r.order_id):
+            # The unit's release is stored but not the incident's close: the store went away half-way
+            # through this reply's first decision and the undo failed with it (a drill's NATS restart).
+            # The incident still waits for this unit: finish the clearing, leave the unit as it is.
+            try:
+                incident_next(inc.state, IncidentTrigger.cleared)
+            except TransitionRefused as e:
+                raise _Refuse(f"reply {r.reply.value} from {r.unit}: {e}") from None
+            self._remember(r.id)
+            self._close_cleared(inc, u.id, r.reason)
+            if u.order is None:
+                self._serve_waiting(u.id)
+            return
         if inc is None or inc.order != r.order_id or u.order != r.order_id:
             raise _Refuse(
                 f"order {r.order_id} is not active for unit {r.unit} (it timed out, was withdrawn or finished)"
@@ -900,14 +914,18 @@ class _Decision:
         self._emit(inc, ev, unit=u.id, order_id=inc.order)
 
     def _cleared(self, inc: IncidentRec, u: UnitRec, disposition: str) -> None:
-        new_i = incident_next(inc.state, IncidentTrigger.cleared)
+        incident_next(inc.state, IncidentTrigger.cleared)  # refuses a clearing the incident's state does not allow
         self._release(u.id, u.order, UnitTrigger.cleared)  # type: ignore[arg-type]
+        self._close_cleared(inc, u.id, disposition)
+        self._serve_waiting(u.id)
+
+    def _close_cleared(self, inc: IncidentRec, unit_id: str, disposition: str) -> None:
+        new_i = incident_next(inc.state, IncidentTrigger.cleared)
         inc = self._close_attempt(inc, AttemptOutcome.done)
         inc = inc.model_copy(
             update={"state": new_i, "deadline": None, "closed_at": self.now, "disposition": disposition}
         )
-        self._emit(inc, IncidentEventKind.resolved, unit=u.id, order_id=inc.order, detail=disposition or "cleared")
-        self._serve_waiting(u.id)
+        self._emit(inc, IncidentEventKind.resolved, unit=unit_id, order_id=inc.order, detail=disposition or "cleared")
 
     def _decline(self, inc: IncidentRec, u: UnitRec, reason: str) -> None:
         new_i = incident_next(inc.state, IncidentTrigger.decline)

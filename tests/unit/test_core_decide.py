@@ -447,3 +447,34 @@ def test_supervisor_escalation_broadcasts_and_records_who():
     assert "escalated by sup1: armed suspect" in esc.detail
     assert any(isinstance(c, Publish) and isinstance(c.message, Broadcast) for c in cmds)
     assert "is not open" in rejects(r.step(Escalate(incident_id="nope", by="sup1")))[0]
+
+
+def test_a_cleared_reply_finishes_an_incident_whose_units_release_was_stored_alone():
+    """A unit's `cleared` failed half-way while the store went away: the unit's release was stored, the
+    incident's close was not, and the undo failed too. The redelivered reply must close the incident
+    (it waited for that unit for good: a drill's NATS restart), and leave the unit as the bucket has it."""
+    r = Run()
+    r.place("a1", NORTH, 114.899)
+    [o] = orders(r.alert())
+    for k in (ReplyKind.ack, ReplyKind.on_scene):
+        r.reply(o, k, dt=10)
+    half = r.state.units["a1"].model_copy(update={"state": UnitState.available, "order": None, "incident": None})
+    r.state.units["a1"] = half
+    assert r.state.incidents[o.incident_id].order == o.order_id
+    # an on_scene or acknowledgement of that order is still refused: the unit no longer holds it
+    assert "not active" in rejects(r.reply(o, ReplyKind.on_scene, dt=5))[0]
+    cmds = r.reply(o, ReplyKind.cleared, dt=5)
+    assert not rejects(cmds) and [e.event.value for e in events(cmds)] == ["resolved"]
+    assert o.incident_id not in r.state.incidents and r.state.units["a1"].order is None
+
+
+def test_a_late_cleared_does_not_free_the_new_order_of_a_unit_that_moved_on():
+    r = Run()
+    r.place("a1", NORTH, 114.899)
+    [o] = orders(r.alert())
+    r.reply(o, ReplyKind.on_scene, dt=10)
+    # the half-stored release, then the unit took another order meanwhile
+    r.state.units["a1"] = r.state.units["a1"].model_copy(update={"state": UnitState.assigned, "order": "o-next", "incident": "i-next"})
+    cmds = r.reply(o, ReplyKind.cleared, dt=5)
+    assert [e.event.value for e in events(cmds)] == ["resolved"]
+    assert r.state.units["a1"].order == "o-next", "the unit keeps its new order"
