@@ -145,7 +145,6 @@ class HogDetector:
         # ~1e-5, about twice as fast); "opencv": cv2's own detectMultiScale
         if engine not in ("fast", "opencv"):
             raise ValueError(f"HOG engine must be 'fast' or 'opencv', not {engine!r}")
-        self.engine = engine
         self._fast = None
         if engine == "fast":
             from adapters.camera.hogfast import FastHog  # numba: imported only when used

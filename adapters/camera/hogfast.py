@@ -235,22 +235,23 @@ def _normalise(acc, n, nbins, thresh):
 
 
 @_jit(**_JIT)
-def _blocks(g, q, gh, gw, cell, step_y, nbins, ax, ay, thresh, pad):
+def _blocks(g, q, gh, gw, cell, step_y, nbins, axis, thresh, pad):
     """Normalised histograms of every 2x2-cell block whose top-left corner lies on the grid (every
     `cell` px across, every `step_y` px down): shape (block rows, cell row, block columns * cell
     columns * nbins) -- `FastHog` orders the SVM weights to match.
 
     A pixel's vote for a cell is weighted by a Gaussian over the block times bilinear cell weights;
-    both factor into a column part `ax[j, cx]` and a row part `ay[i, cy]`, so the votes are summed
-    along pixel rows first (`_row_sums`), then down the blocks' rows (`_col_sums`)."""
-    rows = _row_sums(g, q, gh, gw, cell, nbins, ax)
-    acc = _col_sums(rows, cell, step_y, ay, pad)
+    both factor into a column part `axis[j, cx]` and a row part `axis[i, cy]` (cells are square: one
+    table), so the votes are summed along pixel rows first (`_row_sums`), then down the blocks' rows
+    (`_col_sums`)."""
+    rows = _row_sums(g, q, gh, gw, cell, nbins, axis)
+    acc = _col_sums(rows, cell, step_y, axis, pad)
     _normalise(acc, rows.shape[1], nbins, thresh)
     return acc
 
 
 @_jit(**_JIT)
-def _level(lum, gh, gw, cell, step_y, nbins, ax, ay, thresh, svm, rho, row_step, stride_x, stride_y_rows, nwx, nwy, pad):
+def _level(lum, gh, gw, cell, step_y, nbins, axis, thresh, svm, rho, row_step, stride_x, stride_y_rows, nwx, nwy, pad):
     """Every window's score on one padded pyramid level (see `_select` for `lum`)."""
     dxa = np.empty((gh, gw), np.float32)
     dya = np.empty((gh, gw), np.float32)
@@ -258,7 +259,7 @@ def _level(lum, gh, gw, cell, step_y, nbins, ax, ay, thresh, svm, rho, row_step,
     g = np.empty((2, gh * gw), np.float32)
     q = np.empty((2, gh * gw), np.uint8)
     _votes(dxa.ravel(), dya.ravel(), g, q, nbins)
-    blocks = _blocks(g, q, gh, gw, cell, step_y, nbins, ax, ay, thresh, pad)
+    blocks = _blocks(g, q, gh, gw, cell, step_y, nbins, axis, thresh, pad)
     return _scores(blocks, svm, rho, row_step, stride_x, stride_y_rows, nwx, nwy)
 
 
@@ -448,7 +449,7 @@ def _pad_lum(img, px, py, lut):
 
 
 @_jit(**_EXACT)
-def _multiscale(img, scales, px, py, lut, cell, step_y, nbins, ax, thresh, svm, rho, sx, sy, hit, win_w, win_h, pad):
+def _multiscale(img, scales, px, py, lut, cell, step_y, nbins, axis, thresh, svm, rho, sx, sy, hit, win_w, win_h, pad):
     """Every window at or over `hit` on every pyramid level: rects (x, y, w, h) in the image's
     coordinates, rounded as OpenCV does, and scores."""
     h, w = img.shape[0], img.shape[1]
@@ -466,7 +467,7 @@ def _multiscale(img, scales, px, py, lut, cell, step_y, nbins, ax, thresh, svm, 
         if nwx <= 0 or nwy <= 0:
             continue
         lum = _pad_lum(level, px, py, lut)
-        sc = _level(lum, gh, gw, cell, step_y, nbins, ax, ax, thresh, svm, rho, cell // step_y,
+        sc = _level(lum, gh, gw, cell, step_y, nbins, axis, thresh, svm, rho, cell // step_y,
                     (sx // cell) * 2 * nbins, sy // step_y, nwx, nwy, pad)
         rw, rh = int(np.round(win_w * s)), int(np.round(win_h * s))
         for wy in range(nwy):
@@ -636,21 +637,13 @@ class FastHog:
         return sx, sy, cs_y, px, py
 
     def detect(self, img: np.ndarray, hit_threshold: float, win_stride: tuple[int, int], padding: tuple[int, int]):
-        """One level: window top-left corners (x, y, relative to the unpadded image) and scores."""
-        c = self.cell
+        """One level: window top-left corners (x, y, relative to the unpadded image) and scores, as
+        cv2.HOGDescriptor.detect gives them."""
         sx, sy, cs_y, px, py = self._grid(win_stride, padding)
-        h, w = img.shape[:2]
-        gw, gh = w + 2 * px, h + 2 * py
-        nwx = (gw - self.win[0]) // sx + 1
-        nwy = (gh - self.win[1]) // sy + 1
-        if nwx <= 0 or nwy <= 0:
-            return np.empty((0, 2), np.int64), np.empty(0)
-        lum = _pad_lum(_image(img), px, py, self.lut)
-        scores = _level(lum, gh, gw, c, cs_y, self.nbins, self.axis, self.axis, self.thresh, self.svm, self.rho,
-                        c // cs_y, (sx // c) * 2 * self.nbins, sy // cs_y, nwx, nwy, self.pad)
-        ys, xs = np.nonzero(scores >= hit_threshold)
-        pts = np.stack([xs * sx - px, ys * sy - py], axis=1)
-        return pts, scores[ys, xs]
+        rects, scores = _multiscale(_image(img), np.ones(1), px, py, self.lut, self.cell, cs_y, self.nbins, self.axis,
+                                    self.thresh, self.svm, self.rho, sx, sy, float(hit_threshold), self.win[0],
+                                    self.win[1], self.pad)
+        return rects[:, :2], scores
 
     def detect_multiscale(self, img: np.ndarray, hit_threshold: float = 0.0, win_stride: tuple[int, int] = (8, 8),
                           padding: tuple[int, int] = (0, 0), scale: float = 1.05, nlevels: int = 64,
@@ -664,9 +657,8 @@ class FastHog:
         while len(levels) < nlevels and scale > 1 and round(W / s) >= ww and round(H / s) >= wh:
             levels.append(s)
             s *= scale
-        c = self.cell
         sx, sy, cs_y, px, py = self._grid(win_stride, padding)
-        rects, weights = _multiscale(_image(img), np.asarray(levels), px, py, self.lut, c, cs_y, self.nbins,
+        rects, weights = _multiscale(_image(img), np.asarray(levels), px, py, self.lut, self.cell, cs_y, self.nbins,
                                      self.axis, self.thresh, self.svm, self.rho, sx, sy, float(hit_threshold), ww, wh,
                                      self.pad)
         if group_threshold > 0 and len(rects):
