@@ -246,13 +246,17 @@ class EngineShell:
             except Exception as e:
                 log.warning("could not settle an input with the broker", subject=job.subject, ok=ok, detail=str(e))
 
+    async def _hand_back(self, job: "_Job") -> None:
+        """Not decided: the state could not be rebuilt from the buckets; the broker redelivers it."""
+        log.warning("input not decided: the state could not be rebuilt from the buckets", subject=job.subject)
+        await self._settle(job, False)
+
     async def _apply_one(self, job: "_Job") -> bool:
         """Decide one input on its own (with conflict retries); dead-letter a refusal; settle it."""
         assert job.inp is not None
         with structlog.contextvars.bound_contextvars(**_ids(job.inp)):
             if not await self._trusted():
-                log.warning("input not decided: the state could not be rebuilt from the buckets", subject=job.subject)
-                await self._settle(job, False)
+                await self._hand_back(job)
                 return False
             try:
                 reason = await self.apply(job.inp, job.known if job.tried else None)
@@ -284,9 +288,13 @@ class EngineShell:
                     continue
                 job.inp = inp
             ready.append(job)
-        if len(ready) <= 1 or not await self._trusted():
+        if ready and not await self._trusted():
+            for job in ready:  # one rebuild tried for the batch, not one per input
+                await self._hand_back(job)
+            return
+        if len(ready) <= 1:
             for job in ready:
-                await self._apply_one(job)  # each waits for a trusted state on its own
+                await self._apply_one(job)
             return
 
         self.batches += 1

@@ -865,27 +865,23 @@ class _Decision:
         if u is None:
             raise _Refuse(f"unknown unit {r.unit!r}: not in district {self.s.district.name!r}")
         inc = self.s.incidents.get(r.incident_id)
-        if (r.reply is ReplyKind.cleared and inc is not None and inc.order == r.order_id and inc.unit == r.unit
-                and u.order != r.order_id):
-            # The unit's release is stored but not the incident's close: the store went away half-way
-            # through this reply's first decision and the undo failed with it (a drill's NATS restart).
-            # The incident still waits for this unit: finish the clearing, leave the unit as it is.
-            try:
-                incident_next(inc.state, IncidentTrigger.cleared)
-            except TransitionRefused as e:
-                raise _Refuse(f"reply {r.reply.value} from {r.unit}: {e}") from None
-            self._remember(r.id)
-            self._close_cleared(inc, u.id, r.reason)
-            if u.order is None:
-                self._serve_waiting(u.id)
-            return
-        if inc is None or inc.order != r.order_id or u.order != r.order_id:
+        # The unit's release is stored but not the incident's close: the store went away half-way through
+        # this `cleared`'s first decision and the undo failed with it (a drill's NATS restart). The
+        # incident still waits for this unit: the clearing is finished, the unit left as it is.
+        half_cleared = (r.reply is ReplyKind.cleared and inc is not None and inc.order == r.order_id
+                        and inc.unit == r.unit and u.order != r.order_id)
+        if not half_cleared and (inc is None or inc.order != r.order_id or u.order != r.order_id):
             raise _Refuse(
                 f"order {r.order_id} is not active for unit {r.unit} (it timed out, was withdrawn or finished)"
             )
+        assert inc is not None
         self._remember(r.id)
         try:
-            if r.reply is ReplyKind.ack:
+            if half_cleared:
+                self._close_cleared(inc, u.id, r.reason, incident_next(inc.state, IncidentTrigger.cleared))
+                if u.order is None:
+                    self._serve_waiting(u.id)
+            elif r.reply is ReplyKind.ack:
                 self._ack(inc, u)
             elif r.reply is ReplyKind.decline:
                 self._decline(inc, u, r.reason or "declined")
@@ -914,13 +910,12 @@ class _Decision:
         self._emit(inc, ev, unit=u.id, order_id=inc.order)
 
     def _cleared(self, inc: IncidentRec, u: UnitRec, disposition: str) -> None:
-        incident_next(inc.state, IncidentTrigger.cleared)  # refuses a clearing the incident's state does not allow
+        new_i = incident_next(inc.state, IncidentTrigger.cleared)  # refused before anything changes
         self._release(u.id, u.order, UnitTrigger.cleared)  # type: ignore[arg-type]
-        self._close_cleared(inc, u.id, disposition)
+        self._close_cleared(inc, u.id, disposition, new_i)
         self._serve_waiting(u.id)
 
-    def _close_cleared(self, inc: IncidentRec, unit_id: str, disposition: str) -> None:
-        new_i = incident_next(inc.state, IncidentTrigger.cleared)
+    def _close_cleared(self, inc: IncidentRec, unit_id: str, disposition: str, new_i: IncidentState) -> None:
         inc = self._close_attempt(inc, AttemptOutcome.done)
         inc = inc.model_copy(
             update={"state": new_i, "deadline": None, "closed_at": self.now, "disposition": disposition}
