@@ -867,7 +867,11 @@ class _Decision:
         inc = self.s.incidents.get(r.incident_id)
         # The unit's release is stored but not the incident's close: the store went away half-way through
         # this `cleared`'s first decision and the undo failed with it (a drill's NATS restart). The
-        # incident still waits for this unit: the clearing is finished, the unit left as it is.
+        # incident still waits for this unit: the clearing is finished, the unit left as it is. But this
+        # replica's copy of the unit may only lag behind the bucket (another replica sent the order a
+        # moment ago): the unit is saved back unchanged, so that its revision check proves the release
+        # is what the bucket holds; a lagging copy loses that write and the reply is decided again on
+        # the records read back (two replicas left units holding orders of closed incidents).
         half_cleared = (r.reply is ReplyKind.cleared and inc is not None and inc.order == r.order_id
                         and inc.unit == r.unit and u.order != r.order_id)
         if not half_cleared and (inc is None or inc.order != r.order_id or u.order != r.order_id):
@@ -878,7 +882,9 @@ class _Decision:
         self._remember(r.id)
         try:
             if half_cleared:
-                self._close_cleared(inc, u.id, r.reason, incident_next(inc.state, IncidentTrigger.cleared))
+                new_i = incident_next(inc.state, IncidentTrigger.cleared)
+                self._put_unit(u)
+                self._close_cleared(inc, u.id, r.reason, new_i)
                 if u.order is None:
                     self._serve_waiting(u.id)
             elif r.reply is ReplyKind.ack:

@@ -21,7 +21,7 @@ from structlog.testing import capture_logs
 from district_fixtures import RIVER_LATS, make_district, make_river_graph
 
 from dispatch.core.decide import AlertIn, EngineState, PositionIn, ReplyIn, Tick, orphans
-from dispatch.core.records import IncidentRec, UnitRec, UnitState
+from dispatch.core.records import IncidentRec, IncidentState, UnitRec, UnitState
 from dispatch.engine import EngineShell, _phase
 from dispatch.events import Alert, AlertSource, Area, OrderReply, ReplyKind, UnitPosition, encode
 from dispatch.store import MemoryStore
@@ -409,6 +409,30 @@ async def test_a_release_that_loses_its_unit_to_a_position_write_is_decided_agai
     assert a1.order is None and a1.lon == pytest.approx(114.8991), "released on a second attempt, B's newer position kept"
     await p.b.apply(alert("ev-C", 114.8801, kind="fight"))  # b1 is the nearest: it must not be free
     await settle()
+    p.assert_no_unit_holds_two_orders()
+
+
+async def test_a_cleared_decided_on_a_lagging_copy_of_the_unit_releases_the_unit_in_the_bucket(pair: Pair) -> None:
+    """B has A's incident (it holds order X for a1) but not yet A's claim of a1: B's copy of a1 holds no
+    order, which looks like a clearing whose release was stored alone (a store lost half-way). B must not
+    close the incident and leave a1 holding X in the bucket for good (a CI run of the two-replica test)."""
+    p = pair
+    p.watch["B"]["hold"] = lambda item: isinstance(item, UnitRec)  # B's watch brings incidents, not units
+    await p.a.apply(alert("ev-A", 114.900))
+    [o] = p.orders()
+    await p.reply(p.a, o, ReplyKind.ack)
+    await settle()
+    assert p.b.state.incidents[o["incident_id"]].order == o["order_id"]
+    assert p.b.state.units[o["unit"]].order is None, "the lag was staged"
+    await p.reply(p.b, o, ReplyKind.cleared)
+    unit = await p.store.get(UnitRec, o["unit"])
+    assert (unit.state, unit.order, unit.incident) == (UnitState.available, None, None)
+    assert (await p.store.get(IncidentRec, o["incident_id"])).state is IncidentState.resolved
+    p.watch["B"]["hold"] = None
+    p.store.release(p.watch["B"])
+    await settle()
+    await p.b.apply(alert("ev-C", 114.8995, kind="fight"))  # a1 is free again and nearest
+    assert p.orders()[-1]["unit"] == o["unit"]
     p.assert_no_unit_holds_two_orders()
 
 

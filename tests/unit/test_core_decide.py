@@ -466,6 +466,10 @@ def test_a_cleared_reply_finishes_an_incident_whose_units_release_was_stored_alo
     cmds = r.reply(o, ReplyKind.cleared, dt=5)
     assert not rejects(cmds) and [e.event.value for e in events(cmds)] == ["resolved"]
     assert o.incident_id not in r.state.incidents and r.state.units["a1"].order is None
+    # the unit is saved back as it was, at its revision: a copy that only lags behind the bucket loses
+    # that write, and the shell decides the reply again on the records read back
+    [unit] = [c.record for c in cmds if isinstance(c, Save) and isinstance(c.record, UnitRec)]
+    assert (unit.state, unit.order, unit.rev) == (half.state, None, half.rev)
 
 
 def test_a_late_cleared_does_not_free_the_new_order_of_a_unit_that_moved_on():
