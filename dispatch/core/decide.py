@@ -795,7 +795,14 @@ class _Decision:
     def _release(self, unit_id: str, order_id: str, trigger: UnitTrigger) -> bool:
         """Free a unit from an order, if it still holds that order (another replica may have moved on)."""
         u = self.s.units.get(unit_id)
-        if u is None or u.order != order_id:
+        if u is None:
+            return False
+        if u.order != order_id:
+            # The decision goes on as if the unit had let go of the order. Saved back as it is, the unit's
+            # revision check proves that against the bucket: a copy that only lags behind another
+            # replica's claim loses the write, and the input is decided again on the records read back
+            # (else the unit would keep the order in the bucket until the orphan sweep).
+            self.dirty_units[u.id] = None
             return False
         try:
             state = unit_next(u.state, trigger)
@@ -867,11 +874,10 @@ class _Decision:
         inc = self.s.incidents.get(r.incident_id)
         # The unit's release is stored but not the incident's close: the store went away half-way through
         # this `cleared`'s first decision and the undo failed with it (a drill's NATS restart). The
-        # incident still waits for this unit: the clearing is finished, the unit left as it is. But this
+        # incident still waits for this unit: the clearing is finished, the unit left as it is. This
         # replica's copy of the unit may only lag behind the bucket (another replica sent the order a
-        # moment ago): the unit is saved back unchanged, so that its revision check proves the release
-        # is what the bucket holds; a lagging copy loses that write and the reply is decided again on
-        # the records read back (two replicas left units holding orders of closed incidents).
+        # moment ago; two replicas left units holding orders of closed incidents): `_release` saves it
+        # back unchanged, and its revision check decides which.
         half_cleared = (r.reply is ReplyKind.cleared and inc is not None and inc.order == r.order_id
                         and inc.unit == r.unit and u.order != r.order_id)
         if not half_cleared and (inc is None or inc.order != r.order_id or u.order != r.order_id):
@@ -883,7 +889,7 @@ class _Decision:
         try:
             if half_cleared:
                 new_i = incident_next(inc.state, IncidentTrigger.cleared)
-                self._put_unit(u)
+                self._release(u.id, r.order_id, UnitTrigger.cleared)
                 self._close_cleared(inc, u.id, r.reason, new_i)
                 if u.order is None:
                     self._serve_waiting(u.id)
@@ -1056,9 +1062,7 @@ class _Decision:
         new_state = incident_next(inc.state, trigger)
         if inc.unit and inc.order:
             self._cancel_order(inc, inc.unit, inc.order, f"incident closed by {c.by}")
-            u = self.s.units.get(inc.unit)
-            if u is not None and u.order == inc.order:
-                self._release(u.id, inc.order, UnitTrigger.withdrawn)
+            self._release(inc.unit, inc.order, UnitTrigger.withdrawn)
             inc = self._close_attempt(inc, AttemptOutcome.withdrawn, f"closed by {c.by}")
         unit_id = inc.unit
         inc = inc.model_copy(

@@ -436,6 +436,32 @@ async def test_a_cleared_decided_on_a_lagging_copy_of_the_unit_releases_the_unit
     p.assert_no_unit_holds_two_orders()
 
 
+async def test_a_timeout_decided_on_a_lagging_copy_of_the_unit_releases_the_unit_in_the_bucket(pair: Pair) -> None:
+    """B judges the deadline of A's order while its copy of a1 lags (no order, an old position): the
+    timeout must free a1 in the bucket, not leave it holding the cancelled order until the orphan sweep."""
+    p = pair
+    p.watch["B"]["hold"] = lambda item: isinstance(item, UnitRec)
+    p.clock.advance(121)  # every position stale; then fresh ones: a1's through A (B does not see it), b1's through B
+    await p.a.apply(PositionIn(UnitPosition(unit="a1", lat=NORTH, lon=114.899, time=p.clock())))
+    await p.b.apply(PositionIn(UnitPosition(unit="b1", lat=NORTH, lon=114.880, time=p.clock())))
+    await settle()
+    await p.a.apply(alert("ev-A", 114.900))
+    [o] = p.orders()
+    assert o["unit"] == "a1"
+    await settle()
+    assert p.b.state.incidents[o["incident_id"]].order == o["order_id"] and p.b.state.units["a1"].order is None
+    p.clock.advance(200)  # nobody acknowledged
+    await p.b.apply(PositionIn(UnitPosition(unit="b1", lat=NORTH, lon=114.880, time=p.clock())))
+    await p.b.apply(Tick())
+    a1 = await p.store.get(UnitRec, "a1")
+    assert (a1.state, a1.order) == (UnitState.available, None), "a1 was left holding the timed-out order"
+    assert (await p.store.get(IncidentRec, o["incident_id"])).unit == "b1"
+    p.watch["B"]["hold"] = None
+    p.store.release(p.watch["B"])
+    await settle()
+    p.assert_no_unit_holds_two_orders()
+
+
 async def test_a_unit_whose_grace_runs_out_while_the_sweep_reads_the_buckets_is_not_freed_unchecked(pair: Pair) -> None:
     p = pair
     # a real orphan on b1, so that the check before the sweep has something to read (and time passes)
