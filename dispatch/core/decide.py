@@ -802,6 +802,7 @@ class _Decision:
             # revision check proves that against the bucket: a copy that only lags behind another
             # replica's claim loses the write, and the input is decided again on the records read back
             # (else the unit would keep the order in the bucket until the orphan sweep).
+            self.s.put_unit(u)  # unchanged, but journalled: a batch groups decisions by the records they touch
             self.dirty_units[u.id] = None
             return False
         try:

@@ -412,7 +412,8 @@ async def test_a_release_that_loses_its_unit_to_a_position_write_is_decided_agai
     p.assert_no_unit_holds_two_orders()
 
 
-async def test_a_cleared_decided_on_a_lagging_copy_of_the_unit_releases_the_unit_in_the_bucket(pair: Pair) -> None:
+@pytest.mark.parametrize("how", ["alone", "in a batch"])
+async def test_a_cleared_decided_on_a_lagging_copy_of_the_unit_releases_the_unit_in_the_bucket(pair: Pair, how: str) -> None:
     """B has A's incident (it holds order X for a1) but not yet A's claim of a1: B's copy of a1 holds no
     order, which looks like a clearing whose release was stored alone (a store lost half-way). B must not
     close the incident and leave a1 holding X in the bucket for good (a CI run of the two-replica test)."""
@@ -424,7 +425,17 @@ async def test_a_cleared_decided_on_a_lagging_copy_of_the_unit_releases_the_unit
     await settle()
     assert p.b.state.incidents[o["incident_id"]].order == o["order_id"]
     assert p.b.state.units[o["unit"]].order is None, "the lag was staged"
-    await p.reply(p.b, o, ReplyKind.cleared)
+    if how == "alone":
+        await p.reply(p.b, o, ReplyKind.cleared)
+    else:  # with an alert for b1: the batch writes both, and the conflict sends both to be decided again
+        s = Subjects("t")
+        p.ended.add(o["order_id"])
+        p.b.submit(s.reply(o["unit"]), encode(OrderReply(order_id=o["order_id"], incident_id=o["incident_id"],
+                                                         unit=o["unit"], reply=ReplyKind.cleared)))
+        p.b.submit(s.operator_alert("c1"), encode(Alert(event_id="e2", source=AlertSource.operator, console="c1",
+                                                        kind="theft", area=Area(lat=NORTH, lon=114.881))))
+        await p.b.drained()
+        assert p.b.batches, "both inputs were decided as one batch"
     unit = await p.store.get(UnitRec, o["unit"])
     assert (unit.state, unit.order, unit.incident) == (UnitState.available, None, None)
     assert (await p.store.get(IncidentRec, o["incident_id"])).state is IncidentState.resolved
