@@ -17,7 +17,7 @@ import functools
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -614,6 +614,11 @@ class EngineShell:
                         refreshed = True
                         await self._refresh(inp.reply.unit, inp.reply.incident_id)
                         continue
+                    if isinstance(inp, StatusIn) and not inp.reread:
+                        # the same for a unit's status: its record and its incident's, read again
+                        await self._refresh(inp.status.unit, None)
+                        inp = replace(inp, reread=True)
+                        continue
                     return refusal
                 saves = [c.record for c in cmds if isinstance(c, Save)]
                 if self._defer_position(inp, cmds, before):
@@ -786,12 +791,17 @@ class EngineShell:
                         self._adopt_one(inc)
         return [u for u in orphans(self.state, now) if u.id in checked]
 
-    async def _refresh(self, unit_id: str, incident_id: str) -> None:
-        """Replace one unit and one incident by what the buckets hold now."""
+    async def _refresh(self, unit_id: str, incident_id: str | None) -> None:
+        """Replace one unit and one incident (None: the one the unit's record names, if any) by what
+        the buckets hold now."""
         if unit_id in self.state.units:
             unit = await self.store.get(UnitRec, unit_id)
             if unit is not None:
                 self.state.put_unit(unit)  # type: ignore[arg-type]
+                if incident_id is None:
+                    incident_id = unit.incident  # type: ignore[union-attr]
+        if incident_id is None:
+            return
         inc = await self.store.get(IncidentRec, incident_id)
         self.state.forget_incident(incident_id)
         if inc is not None:

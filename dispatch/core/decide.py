@@ -101,6 +101,9 @@ class PositionIn:
 @dataclass(frozen=True)
 class StatusIn:
     status: UnitStatus
+    # the unit's record and its incident's were just read again from the buckets: records still out
+    # of step are so for good (a write cut short), not a copy lagging behind another replica's
+    reread: bool = False
 
 
 @dataclass(frozen=True)
@@ -465,7 +468,7 @@ class _Decision:
         elif isinstance(ev, PositionIn):
             self.on_position(ev.position)
         elif isinstance(ev, StatusIn):
-            self.on_status(ev.status)
+            self.on_status(ev.status, ev.reread)
         elif isinstance(ev, Tick):
             self.on_tick()
         elif isinstance(ev, Loaded):
@@ -808,8 +811,13 @@ class _Decision:
         try:
             state = unit_next(u.state, trigger)
         except TransitionRefused:
-            # records out of step (a write another replica cut short): the order is withdrawn all the same
-            state = unit_next(u.state, UnitTrigger.withdrawn)
+            # records out of step (a write another replica cut short): the order is withdrawn all the same;
+            # a unit that reported busy or off duty meanwhile keeps that state (a release must not fail:
+            # a timeout that raises would stop every later deadline)
+            try:
+                state = unit_next(u.state, UnitTrigger.withdrawn)
+            except TransitionRefused:
+                state = u.state
             self.s.counters["forced_releases"] += 1
         self._put_unit(u.model_copy(update={"state": state, "incident": None, "order": None}))
         return True
@@ -1021,7 +1029,7 @@ class _Decision:
         if not was_usable and u.state is UnitState.available:
             self._serve_waiting(u.id)
 
-    def on_status(self, st: UnitStatus) -> None:
+    def on_status(self, st: UnitStatus, reread: bool = False) -> None:
         s = self.s
         u = s.units.get(st.unit)
         if u is None:
@@ -1031,12 +1039,32 @@ class _Decision:
             UnitAvailability.busy: UnitTrigger.report_busy,
             UnitAvailability.off_duty: UnitTrigger.report_off_duty,
         }[st.status]
+        inc = s.incidents.get(u.incident) if u.incident else None
+        upd: dict[str, Any] = {}
+        state = u.state
+        if u.order is not None and (inc is None or inc.unit != u.id or inc.order != u.order):
+            # The unit holds an order its incident does not hold (or an incident not known here). On a
+            # copy lagging behind another replica, deciding would store the unit busy with that order
+            # while its incident still waits for it (every later release of it then refused): the shell
+            # reads both again and asks once more. Still out of step then, nobody else holds the order:
+            # the unit lets go of it, as the orphan sweep would, and then takes the status.
+            if not reread:
+                raise _Refuse(
+                    f"status {st.status.value} from {u.id}: its order {u.order} is not held by incident "
+                    f"{u.incident} here (records out of step)"
+                )
+            try:
+                state = unit_next(state, UnitTrigger.withdrawn)
+            except TransitionRefused:
+                pass  # busy or off duty already
+            upd.update(incident=None, order=None)
+            s.counters["forced_releases"] += 1
+            inc = None
         try:
-            new_state = unit_next(u.state, trigger)
+            new_state = unit_next(state, trigger)
         except TransitionRefused as e:
             raise _Refuse(f"status {st.status.value} from {u.id}: {e} (clear incident {u.incident} first)") from None
-        inc = s.incidents.get(u.incident) if u.incident else None
-        upd: dict[str, Any] = {"state": new_state}
+        upd["state"] = new_state
         if inc is not None and u.order is not None:
             reason = f"unit {u.id} reported {st.status.value}"
             self._cancel_order(inc, u.id, u.order, reason)
@@ -1046,7 +1074,7 @@ class _Decision:
                 update={"state": incident_next(inc.state, IncidentTrigger.unit_lost), "unit": None, "order": None, "deadline": None}
             )
             inc = self._emit(inc, IncidentEventKind.requeued, unit=u.id, detail=reason)
-        if u.state in (UnitState.available, UnitState.busy, UnitState.off_duty):
+        if state in (UnitState.available, UnitState.busy, UnitState.off_duty):
             upd["exercise"] = st.exercise
         self._put_unit(u.model_copy(update=upd))
         if inc is not None:

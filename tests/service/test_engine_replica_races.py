@@ -20,10 +20,10 @@ import pytest
 from structlog.testing import capture_logs
 from district_fixtures import RIVER_LATS, make_district, make_river_graph
 
-from dispatch.core.decide import AlertIn, EngineState, PositionIn, ReplyIn, Tick, orphans
+from dispatch.core.decide import AlertIn, CloseIncident, EngineState, PositionIn, Reassign, ReplyIn, StatusIn, Tick, orphans
 from dispatch.core.records import IncidentRec, IncidentState, UnitRec, UnitState
 from dispatch.engine import EngineShell, _phase
-from dispatch.events import Alert, AlertSource, Area, OrderReply, ReplyKind, UnitPosition, encode
+from dispatch.events import Alert, AlertSource, Area, OrderReply, ReplyKind, UnitAvailability, UnitPosition, UnitStatus, encode
 from dispatch.store import MemoryStore
 from dispatch.subjects import Subjects
 
@@ -427,7 +427,7 @@ async def test_a_cleared_decided_on_a_lagging_copy_of_the_unit_releases_the_unit
     assert p.b.state.units[o["unit"]].order is None, "the lag was staged"
     if how == "alone":
         await p.reply(p.b, o, ReplyKind.cleared)
-    else:  # with an alert for b1: the batch writes both, and the conflict sends both to be decided again
+    else:  # with an alert for b1 in the same batch: the clearing's group loses its unit write and is decided again alone
         s = Subjects("t")
         p.ended.add(o["order_id"])
         p.b.submit(s.reply(o["unit"]), encode(OrderReply(order_id=o["order_id"], incident_id=o["incident_id"],
@@ -467,6 +467,70 @@ async def test_a_timeout_decided_on_a_lagging_copy_of_the_unit_releases_the_unit
     a1 = await p.store.get(UnitRec, "a1")
     assert (a1.state, a1.order) == (UnitState.available, None), "a1 was left holding the timed-out order"
     assert (await p.store.get(IncidentRec, o["incident_id"])).unit == "b1"
+    p.watch["B"]["hold"] = None
+    p.store.release(p.watch["B"])
+    await settle()
+    p.assert_no_unit_holds_two_orders()
+
+
+async def test_a_status_from_a_unit_whose_incident_this_replica_has_not_seen_requeues_that_incident(pair: Pair) -> None:
+    """B has A's claim of a1 but not yet A's incident; a1 reports busy through B. Deciding on B's copy
+    stored a1 busy with the order while the incident still waited for it, and from then on every
+    release of that order failed: each tick on both replicas, so no later deadline ever fired."""
+    p = pair
+    p.watch["B"]["hold"] = lambda item: isinstance(item, IncidentRec)
+    await p.a.apply(alert("ev-A", 114.900))
+    [o] = p.orders()
+    await settle()
+    assert p.b.state.units["a1"].order == o["order_id"] and o["incident_id"] not in p.b.state.incidents
+    await p.b.apply(StatusIn(UnitStatus(unit="a1", status=UnitAvailability.busy)))
+    a1 = await p.store.get(UnitRec, "a1")
+    assert (a1.state, a1.order) == (UnitState.busy, None)
+    inc = await p.store.get(IncidentRec, o["incident_id"])
+    assert inc.order != o["order_id"] and inc.unit != "a1", "the incident no longer waits for a1"
+    assert [x["action"] for x in p.orders() if x["order_id"] == o["order_id"]] == ["assign", "cancel"]
+    p.ended.add(o["order_id"])
+    p.watch["B"]["hold"] = None
+    p.store.release(p.watch["B"])
+    await settle()
+    p.clock.advance(200)
+    for shell in (p.a, p.b):
+        await shell.apply(Tick())  # raised before, on both
+    p.assert_no_unit_holds_two_orders()
+
+
+async def test_a_status_on_a_lagging_copy_of_a_unit_whose_incident_moved_on_is_decided_on_the_records_read_back(pair: Pair) -> None:
+    p = pair
+    await p.a.apply(alert("ev-A", 114.900))
+    [o] = p.orders()
+    await settle()
+    p.watch["B"]["hold"] = lambda item: isinstance(item, UnitRec)
+    p.clock.advance(200)  # every position stale: after the timeout nobody can take the incident
+    await p.a.apply(Tick())
+    await settle()
+    assert p.b.state.incidents[o["incident_id"]].unit is None and p.b.state.units["a1"].order == o["order_id"]
+    with capture_logs() as logs:
+        await p.b.apply(StatusIn(UnitStatus(unit="a1", status=UnitAvailability.busy)))
+    assert not [e for e in logs if e["log_level"] in ("warning", "error")], logs  # no rebuild, nothing refused
+    a1 = await p.store.get(UnitRec, "a1")
+    assert (a1.state, a1.order) == (UnitState.busy, None)
+
+
+@pytest.mark.parametrize("action", ["close", "reassign"])
+async def test_an_operator_action_on_a_lagging_copy_of_the_unit_releases_the_unit_in_the_bucket(pair: Pair, action: str) -> None:
+    p = pair
+    p.watch["B"]["hold"] = lambda item: isinstance(item, UnitRec)
+    await p.a.apply(alert("ev-A", 114.900))
+    [o] = p.orders()
+    await settle()
+    assert p.b.state.incidents[o["incident_id"]].order == o["order_id"] and p.b.state.units["a1"].order is None
+    p.ended.add(o["order_id"])
+    if action == "close":
+        await p.b.apply(CloseIncident(incident_id=o["incident_id"], by="op"))
+    else:
+        await p.b.apply(Reassign(incident_id=o["incident_id"], by="op"))
+    a1 = await p.store.get(UnitRec, "a1")
+    assert (a1.state, a1.order) == (UnitState.available, None), f"a1 left holding {a1.order}"
     p.watch["B"]["hold"] = None
     p.store.release(p.watch["B"])
     await settle()

@@ -472,6 +472,40 @@ def test_a_cleared_reply_finishes_an_incident_whose_units_release_was_stored_alo
     assert (unit.state, unit.order, unit.rev) == (half.state, None, half.rev)
 
 
+def test_a_timeout_of_a_unit_whose_record_went_busy_with_the_order_still_fires_and_frees_the_order():
+    """Records out of step (a unit stored busy while still holding its order, its incident still
+    waiting for it): the timeout must not fail, or every later deadline would wait behind it."""
+    r = Run()
+    r.place("a1", NORTH, 114.899)
+    [o] = orders(r.alert())
+    r.state.units["a1"] = r.state.units["a1"].model_copy(update={"state": UnitState.busy})
+    cmds = r.step(Tick(), dt=200)
+    assert not rejects(cmds) and [e.event.value for e in events(cmds)][:1] == ["timed_out"]
+    assert (r.state.units["a1"].state, r.state.units["a1"].order) == (UnitState.busy, None)
+
+
+def test_a_status_from_a_unit_holding_an_order_no_incident_here_holds_is_asked_again_then_lets_go():
+    """First on the copy in memory: refused (the shell reads the records again, they may only lag behind
+    another replica). With the records read again and still out of step: the unit drops the order (as
+    the orphan sweep would) and takes the status."""
+    r = Run()
+    r.place("a1", NORTH, 114.899)
+    r.state.units["a1"] = r.state.units["a1"].model_copy(
+        update={"state": UnitState.assigned, "order": "o-lost", "incident": "i-lost"})
+    status = UnitStatus(unit="a1", status="busy")
+    assert "out of step" in rejects(r.step(StatusIn(status)))[0]
+    assert r.state.units["a1"].order == "o-lost"
+    cmds = r.step(StatusIn(status, reread=True))
+    assert not rejects(cmds)
+    [unit] = [c.record for c in cmds if isinstance(c, Save)]
+    assert (unit.state, unit.order, unit.incident) == (UnitState.busy, None, None)
+    # `available` from a unit that only held such an order is taken as well
+    r.state.units["a1"] = r.state.units["a1"].model_copy(
+        update={"state": UnitState.assigned, "order": "o-lost", "incident": "i-lost"})
+    cmds = r.step(StatusIn(UnitStatus(unit="a1", status="available"), reread=True))
+    assert not rejects(cmds) and r.state.units["a1"].state is UnitState.available
+
+
 def test_a_late_cleared_does_not_free_the_new_order_of_a_unit_that_moved_on():
     r = Run()
     r.place("a1", NORTH, 114.899)
