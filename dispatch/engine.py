@@ -12,6 +12,7 @@ incident's outbox so a restart re-sends what a crash cut off.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import base64
 import functools
 import time
@@ -365,8 +366,7 @@ class EngineShell:
                         logged = [c.message for c in job.messages if _loggable(c.message)]
                         if logged:
                             with structlog.contextvars.bound_contextvars(**_ids(job.inp)):  # type: ignore[arg-type]
-                                for m in logged:
-                                    _log_publish(m)
+                                _log_after_send(logged)
 
                 failed = await self._commit(done, saves, batch_journal, send)
         if fallback:
@@ -637,10 +637,14 @@ class EngineShell:
                 except Exception:
                     await self._recover(msg_id)
                     raise
+                logged = []
                 for c in cmds:
                     if isinstance(c, Publish):
                         sent.append(await self._publish(c.message, c.data))
-                        _log_publish(c.message)
+                        if _loggable(c.message):
+                            logged.append(c.message)
+                if logged:
+                    _log_after_send(logged)
                 for u in swept:
                     now_u = self.state.units.get(u.id)
                     if now_u is not None and now_u.order != u.order:
@@ -1238,6 +1242,19 @@ def _why_invalid(e: ValidationError, data: bytes) -> str:
 
 def _loggable(m: Message) -> bool:
     return isinstance(m, IncidentEvent) or (isinstance(m, DispatchOrder) and m.action.value == "cancel")
+
+
+def _log_after_send(msgs: list[Message]) -> None:
+    """Log the messages just published once nats-py's flusher has written them to the socket: its
+    wake-up is queued already, so a callback queued now runs after it. A line costs about 0.2 ms on an
+    idle engine; written first, each one delayed the order it names (in the current context: the
+    incident and correlation ids bound for the input)."""
+    asyncio.get_running_loop().call_soon(_log_all, msgs, context=contextvars.copy_context())
+
+
+def _log_all(msgs: list[Message]) -> None:
+    for m in msgs:
+        _log_publish(m)
 
 
 def _log_publish(m: Message) -> None:

@@ -584,3 +584,44 @@ async def test_a_units_reply_is_decided_ahead_of_alerts_queued_before_it(monkeyp
 
     assert settled == [True, True]
     assert decided[:2] == ["ReplyIn", "AlertIn"], decided
+
+
+async def test_incident_event_lines_are_logged_after_the_decisions_messages_are_sent_with_the_incident_bound():
+    """The log line of an incident event waits for the next turn of the event loop, when nats-py's
+    flusher has written the order to the socket: on an idle engine a line costs about 0.2 ms."""
+    import structlog
+    from structlog.testing import capture_logs
+
+    from dispatch.core.decide import AlertIn, PositionIn
+
+    sent: list[str] = []
+
+    class Radio:
+        async def publish(self, subject: str, data: bytes, msg_id: str) -> Any:
+            sent.append(subject)
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_result(None)
+            return fut
+
+        async def last_message(self, stream: str, subject: str) -> Any:
+            return None
+
+    shell = EngineShell(EngineState(make_district(), make_river_graph()), MemoryStore(), Radio(), Subjects("t"),
+                        name="A", position_flush_s=None)
+    await shell.load()
+    try:
+        await shell.apply(PositionIn(UnitPosition(unit="a1", lat=SCENE[0], lon=114.899)))
+        alert = Alert(event_id="ev-log", source=AlertSource.operator, console="c1", kind="theft",
+                      area=Area(lat=SCENE[0], lon=SCENE[1]))
+        with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+            with structlog.contextvars.bound_contextvars(correlation_id=alert.id):  # as the shell binds it per input
+                await shell.apply(AlertIn(alert))
+            assert any(s.endswith(".order") for s in sent), "the order is sent"
+            assert not [e for e in logs if e["event"] in ("opened", "assigned")], "not logged before the socket write"
+            await asyncio.sleep(0)
+        lines = [e for e in logs if e["event"] in ("opened", "assigned")]
+        assert [e["event"] for e in lines] == ["opened", "assigned"]
+        assert len({e["incident_id"] for e in lines}) == 1
+        assert [e.get("correlation_id") for e in lines] == [alert.id, alert.id], "the input's ids still bound"
+    finally:
+        await shell.stop()
