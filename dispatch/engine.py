@@ -633,6 +633,9 @@ class EngineShell:
                     if msg_id is not None:
                         self.state.seen.pop(msg_id, None)
                     await self._reload(saves)
+                    if isinstance(inp, StatusIn):
+                        # the unit read back may name an incident not read yet: check it again
+                        inp = replace(inp, reread=False)
                     continue
                 except Exception:
                     await self._recover(msg_id)
@@ -801,15 +804,18 @@ class EngineShell:
         if unit_id in self.state.units:
             unit = await self.store.get(UnitRec, unit_id)
             if unit is not None:
-                self.state.put_unit(unit)  # type: ignore[arg-type]
+                # as the bucket watch adopts records: a position held in memory is applied again over
+                # the unit read back, and an incident new here brings its alert ids (replays)
+                self._adopt_one(unit)
                 if incident_id is None:
                     incident_id = unit.incident  # type: ignore[union-attr]
         if incident_id is None:
             return
         inc = await self.store.get(IncidentRec, incident_id)
-        self.state.forget_incident(incident_id)
-        if inc is not None:
-            self.state.put_incident(inc)  # type: ignore[arg-type]
+        if inc is None:
+            self.state.forget_incident(incident_id)
+        else:
+            self._adopt_one(inc)
 
     async def _recover(self, msg_id: str | None) -> None:
         """The core or the store failed half-way through a decision: its in-place changes cannot be

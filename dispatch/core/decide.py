@@ -1045,21 +1045,26 @@ class _Decision:
         if u.order is not None and (inc is None or inc.unit != u.id or inc.order != u.order):
             # The unit holds an order its incident does not hold (or an incident not known here). On a
             # copy lagging behind another replica, deciding would store the unit busy with that order
-            # while its incident still waits for it (every later release of it then refused): the shell
-            # reads both again and asks once more. Still out of step then, nobody else holds the order:
-            # the unit lets go of it, as the orphan sweep would, and then takes the status.
+            # while its incident still waits for it: the shell reads both again and asks once more.
             if not reread:
                 raise _Refuse(
                     f"status {st.status.value} from {u.id}: its order {u.order} is not held by incident "
                     f"{u.incident} here (records out of step)"
                 )
-            try:
-                state = unit_next(state, UnitTrigger.withdrawn)
-            except TransitionRefused:
-                pass  # busy or off duty already
-            upd.update(incident=None, order=None)
-            s.counters["forced_releases"] += 1
-            inc = None
+            if u.updated is not None and self.now - u.updated < ORPHAN_GRACE:
+                # Read again and still so: another replica may be between its unit claim and its incident
+                # write (the orphan sweep's grace). The unit takes the status and keeps the order; the
+                # incident, once stored, waits until its deadline (or the unit's decline) and moves on.
+                inc = None
+            else:
+                # nobody else holds the order: the unit lets go of it, as the orphan sweep would
+                try:
+                    state = unit_next(state, UnitTrigger.withdrawn)
+                except TransitionRefused:
+                    pass  # busy or off duty already
+                upd.update(incident=None, order=None)
+                s.counters["forced_releases"] += 1
+                inc = None
         try:
             new_state = unit_next(state, trigger)
         except TransitionRefused as e:

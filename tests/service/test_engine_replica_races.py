@@ -516,6 +516,91 @@ async def test_a_status_on_a_lagging_copy_of_a_unit_whose_incident_moved_on_is_d
     assert (a1.state, a1.order) == (UnitState.busy, None)
 
 
+async def test_a_status_during_the_other_replicas_claim_in_flight_keeps_the_order_until_its_deadline(pair: Pair) -> None:
+    """B reads a1 again between A's unit claim and A's incident write: no incident holds the order yet.
+    a1 keeps it (within the orphan grace) and takes the status; the incident moves on at its deadline."""
+    p = pair
+    fired: list[int] = []
+
+    async def between(recs: list[Any]) -> None:
+        if fired or not any(isinstance(r, IncidentRec) for r in recs):
+            return
+        fired.append(1)
+        await settle()  # B's watch brings a1's claim, not yet the incident
+        await p.b.apply(StatusIn(UnitStatus(unit="a1", status=UnitAvailability.busy)))
+
+    p.store.hooks.append(between)
+    await p.a.apply(alert("ev-A", 114.900))
+    p.store.hooks.clear()
+    assert fired, "the interleaving was staged"
+    [o] = p.orders()
+    a1 = await p.store.get(UnitRec, "a1")
+    assert (a1.state, a1.order) == (UnitState.busy, o["order_id"]), "a1 kept the order the incident names"
+    await settle()
+    p.clock.advance(200)
+    await p.b.apply(PositionIn(UnitPosition(unit="b1", lat=NORTH, lon=114.880, time=p.clock())))
+    await settle()
+    await p.a.apply(Tick())
+    a1 = await p.store.get(UnitRec, "a1")
+    assert (a1.state, a1.order) == (UnitState.busy, None), "the timeout freed the order, a1 stays busy"
+    assert (await p.store.get(IncidentRec, o["incident_id"])).unit == "b1"
+    p.ended.add(o["order_id"])
+    p.assert_no_unit_holds_two_orders()
+
+
+async def test_a_status_whose_write_loses_the_unit_to_a_new_claim_reads_that_claims_incident_before_deciding(pair: Pair) -> None:
+    """a1 holds a lost order (its incident never stored); B takes a1's busy past the grace and would drop
+    it. Before B's write lands, A's sweep frees a1 and gives it to a waiting incident: B's write conflicts,
+    and the unit read back names an incident B's watch has not brought. B must read it, not drop A's order."""
+    p = pair
+    await p.a.apply(StatusIn(UnitStatus(unit="b1", status=UnitAvailability.busy)))
+    await p.plant_orphan("a1")
+    await settle()
+    await p.a.apply(alert("ev-W", 114.900))  # no free unit: it waits
+    await settle()
+    p.clock.advance(35)
+    fired: list[int] = []
+
+    async def meanwhile(recs: list[Any]) -> None:
+        if fired or not any(isinstance(r, UnitRec) and r.id == "a1" and r.state is UnitState.busy for r in recs):
+            return
+        fired.append(1)
+        p.watch["B"]["hold"] = lambda item: isinstance(item, IncidentRec)
+        await p.a.apply(Tick())  # A's sweep frees a1 and the waiting incident takes it
+        await settle()
+
+    p.store.hooks.append(meanwhile)
+    await p.b.apply(StatusIn(UnitStatus(unit="a1", status=UnitAvailability.busy)))
+    p.store.hooks.clear()
+    assert fired, "the interleaving was staged"
+    [o] = [x for x in p.orders() if x["action"] == "assign"]
+    a1 = await p.store.get(UnitRec, "a1")
+    inc = await p.store.get(IncidentRec, o["incident_id"])
+    assert (a1.state, a1.order, inc.unit) == (UnitState.busy, None, None), "the incident was requeued, not left waiting"
+    assert [x["action"] for x in p.orders() if x["order_id"] == o["order_id"]] == ["assign", "cancel"]
+    p.ended.add(o["order_id"])
+    p.watch["B"]["hold"] = None
+    p.store.release(p.watch["B"])
+    await settle()
+    p.assert_no_unit_holds_two_orders()
+
+
+async def test_records_read_again_for_a_status_bring_their_alert_ids_so_a_redelivered_alert_is_not_joined_twice(pair: Pair) -> None:
+    p = pair
+    p.watch["B"]["hold"] = lambda item: isinstance(item, IncidentRec)
+    a = alert("ev-A", 114.900)
+    await p.a.apply(a)
+    await settle()
+    await p.b.apply(StatusIn(UnitStatus(unit="a1", status=UnitAvailability.busy)))  # reads A's incident
+    assert a.alert.id in p.b.state.seen
+    p.watch["B"]["hold"] = None
+    p.store.release(p.watch["B"])
+    await settle()
+    await p.b.apply(AlertIn(a.alert, True))  # redelivered to B (A did not acknowledge it)
+    [inc] = p.store.records(IncidentRec)
+    assert inc.alert_ids.count(a.alert.id) == 1
+
+
 @pytest.mark.parametrize("action", ["close", "reassign"])
 async def test_an_operator_action_on_a_lagging_copy_of_the_unit_releases_the_unit_in_the_bucket(pair: Pair, action: str) -> None:
     p = pair

@@ -34,7 +34,9 @@ from dispatch.events import (
     OrderReply,
     Rejected,
     ReplyKind,
+    UnitAvailability,
     UnitPosition,
+    UnitStatus,
     encode,
 )
 from dispatch.store import BrokerBus, MemoryStore
@@ -467,6 +469,21 @@ async def test_a_position_report_for_a_unit_with_a_recent_fix_is_held_in_memory_
     assert held is not None and held.lon == 114.899 and in_memory.lon == 114.897
     assert written == 1 and again == 0
     assert flushed is not None and flushed.lon == 114.897 and flushed.fix_time == in_memory.fix_time
+
+
+async def test_a_refused_status_that_reads_the_unit_again_keeps_its_position_held_in_memory():
+    async with engine() as e:
+        await e.position("a1", NORTH, 114.899)
+        await e.alert()
+        await e.next_order()
+        await e.position("a1", NORTH, 114.8985)  # held in memory until the next flush
+        await e.raw(e.subjects.unit_status("a1"), encode(UnitStatus(unit="a1", status=UnitAvailability.available)))
+        _, rejected = await e.next_dead()  # an assigned unit cannot report available: read again, then refused
+        await asyncio.wait_for(e.shell.drained(), WAIT_S)
+        await e.shell.flush_positions()
+        stored = await e.store.get(UnitRec, "a1")
+    assert "clear incident" in rejected.reason
+    assert stored is not None and stored.lon == 114.8985, "the newer position held in memory was lost"
 
 
 async def test_a_held_position_is_stored_when_the_engine_stops():
