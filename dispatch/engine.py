@@ -18,7 +18,7 @@ import functools
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -614,10 +614,10 @@ class EngineShell:
                         refreshed = True
                         await self._refresh(inp.reply.unit, inp.reply.incident_id)
                         continue
-                    if isinstance(inp, StatusIn) and not inp.reread:
+                    if isinstance(inp, StatusIn) and not refreshed:
                         # the same for a unit's status: its record and its incident's, read again
+                        refreshed = True
                         await self._refresh(inp.status.unit, None)
-                        inp = replace(inp, reread=True)
                         continue
                     return refusal
                 saves = [c.record for c in cmds if isinstance(c, Save)]
@@ -633,9 +633,6 @@ class EngineShell:
                     if msg_id is not None:
                         self.state.seen.pop(msg_id, None)
                     await self._reload(saves)
-                    if isinstance(inp, StatusIn):
-                        # the unit read back may name an incident not read yet: check it again
-                        inp = replace(inp, reread=False)
                     continue
                 except Exception:
                     await self._recover(msg_id)
@@ -804,9 +801,11 @@ class EngineShell:
         if unit_id in self.state.units:
             unit = await self.store.get(UnitRec, unit_id)
             if unit is not None:
-                # as the bucket watch adopts records: a position held in memory is applied again over
-                # the unit read back, and an incident new here brings its alert ids (replays)
-                self._adopt_one(unit)
+                # newer records adopted as the bucket watch adopts them: a position held in memory is
+                # applied again over the unit read back, an incident new here brings its alert ids
+                # (replays); one we hold at that revision already is left as it is
+                if self._known_rev(UnitRec, unit.id) < unit.rev:
+                    self._adopt_one(unit)
                 if incident_id is None:
                     incident_id = unit.incident  # type: ignore[union-attr]
         if incident_id is None:
@@ -814,7 +813,7 @@ class EngineShell:
         inc = await self.store.get(IncidentRec, incident_id)
         if inc is None:
             self.state.forget_incident(incident_id)
-        else:
+        elif self._known_rev(IncidentRec, inc.id) < inc.rev:
             self._adopt_one(inc)
 
     async def _recover(self, msg_id: str | None) -> None:

@@ -101,9 +101,6 @@ class PositionIn:
 @dataclass(frozen=True)
 class StatusIn:
     status: UnitStatus
-    # the unit's record and its incident's were just read again from the buckets: records still out
-    # of step are so for good (a write cut short), not a copy lagging behind another replica's
-    reread: bool = False
 
 
 @dataclass(frozen=True)
@@ -468,7 +465,7 @@ class _Decision:
         elif isinstance(ev, PositionIn):
             self.on_position(ev.position)
         elif isinstance(ev, StatusIn):
-            self.on_status(ev.status, ev.reread)
+            self.on_status(ev.status)
         elif isinstance(ev, Tick):
             self.on_tick()
         elif isinstance(ev, Loaded):
@@ -977,7 +974,11 @@ class _Decision:
         replica's incident writes), so the shell reads the candidates from the
         buckets again before a sweep (`EngineShell._confirm_orphans`)."""
         for u in orphans(self.s, self.now):
-            self._put_unit(u.model_copy(update={"state": UnitState.available, "incident": None, "order": None}))
+            try:
+                state = unit_next(u.state, UnitTrigger.withdrawn)
+            except TransitionRefused:
+                state = u.state  # a unit that reported busy or off duty stays so
+            self._put_unit(u.model_copy(update={"state": state, "incident": None, "order": None}))
             self.s.counters["orphans_freed"] += 1
             self._serve_waiting(u.id)
 
@@ -1029,7 +1030,7 @@ class _Decision:
         if not was_usable and u.state is UnitState.available:
             self._serve_waiting(u.id)
 
-    def on_status(self, st: UnitStatus, reread: bool = False) -> None:
+    def on_status(self, st: UnitStatus) -> None:
         s = self.s
         u = s.units.get(st.unit)
         if u is None:
@@ -1040,36 +1041,22 @@ class _Decision:
             UnitAvailability.off_duty: UnitTrigger.report_off_duty,
         }[st.status]
         inc = s.incidents.get(u.incident) if u.incident else None
-        upd: dict[str, Any] = {}
-        state = u.state
         if u.order is not None and (inc is None or inc.unit != u.id or inc.order != u.order):
-            # The unit holds an order its incident does not hold (or an incident not known here). On a
-            # copy lagging behind another replica, deciding would store the unit busy with that order
-            # while its incident still waits for it: the shell reads both again and asks once more.
-            if not reread:
-                raise _Refuse(
-                    f"status {st.status.value} from {u.id}: its order {u.order} is not held by incident "
-                    f"{u.incident} here (records out of step)"
-                )
-            if u.updated is not None and self.now - u.updated < ORPHAN_GRACE:
-                # Read again and still so: another replica may be between its unit claim and its incident
-                # write (the orphan sweep's grace). The unit takes the status and keeps the order; the
-                # incident, once stored, waits until its deadline (or the unit's decline) and moves on.
-                inc = None
-            else:
-                # nobody else holds the order: the unit lets go of it, as the orphan sweep would
-                try:
-                    state = unit_next(state, UnitTrigger.withdrawn)
-                except TransitionRefused:
-                    pass  # busy or off duty already
-                upd.update(incident=None, order=None)
-                s.counters["forced_releases"] += 1
-                inc = None
+            # The unit holds an order its incident does not hold, or an incident not known here. On a copy
+            # lagging behind another replica the shell reads both again and asks once more; still so, the
+            # other replica may be between its unit claim and its incident write, or a write was cut short
+            # (the orphan sweep frees the unit). Deciding would store the unit busy with an order its
+            # incident still waits for: refused, and the unit is told why.
+            where = "is not stored" if inc is None else f"no longer holds it ({inc.state.value})"
+            raise _Refuse(
+                f"status {st.status.value} from {u.id}: records out of step: it holds order {u.order} of "
+                f"incident {u.incident}, which {where}; report again once the order is cleared or withdrawn"
+            )
         try:
-            new_state = unit_next(state, trigger)
+            new_state = unit_next(u.state, trigger)
         except TransitionRefused as e:
             raise _Refuse(f"status {st.status.value} from {u.id}: {e} (clear incident {u.incident} first)") from None
-        upd["state"] = new_state
+        upd: dict[str, Any] = {"state": new_state}
         if inc is not None and u.order is not None:
             reason = f"unit {u.id} reported {st.status.value}"
             self._cancel_order(inc, u.id, u.order, reason)
@@ -1079,7 +1066,7 @@ class _Decision:
                 update={"state": incident_next(inc.state, IncidentTrigger.unit_lost), "unit": None, "order": None, "deadline": None}
             )
             inc = self._emit(inc, IncidentEventKind.requeued, unit=u.id, detail=reason)
-        if state in (UnitState.available, UnitState.busy, UnitState.off_duty):
+        if u.state in (UnitState.available, UnitState.busy, UnitState.off_duty):
             upd["exercise"] = st.exercise
         self._put_unit(u.model_copy(update=upd))
         if inc is not None:
