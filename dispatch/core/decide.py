@@ -419,8 +419,11 @@ class _Decision:
         if mark:
             self.dirty_incidents[rec.id] = None
 
-    def _put_unit(self, rec: UnitRec) -> None:
-        self.s.put_unit(rec.model_copy(update={"updated": self.now}))
+    def _put_unit(self, rec: UnitRec, touch: bool = True) -> None:
+        """`touch=False` for a position alone: `updated` stays the time of the unit's last change of
+        state or order, which the orphan sweep's grace runs from (a unit left holding a lost order
+        while reporting every 10 s would otherwise never be freed)."""
+        self.s.put_unit(rec.model_copy(update={"updated": self.now}) if touch else rec)
         self.dirty_units[rec.id] = None
 
     def _emit(self, inc: IncidentRec, event: IncidentEventKind, **fields: Any) -> IncidentRec:
@@ -1026,7 +1029,7 @@ class _Decision:
         upd: dict[str, Any] = {"lat": p.lat, "lon": p.lon, "fix_time": min(p.time, self.now)}
         if u.state in (UnitState.available, UnitState.busy, UnitState.off_duty):
             upd["exercise"] = p.exercise  # joining or leaving a drill only between jobs
-        self._put_unit(u.model_copy(update=upd))
+        self._put_unit(u.model_copy(update=upd), touch=False)
         if not was_usable and u.state is UnitState.available:
             self._serve_waiting(u.id)
 

@@ -421,6 +421,22 @@ def test_unit_left_holding_an_order_no_incident_knows_is_freed_by_the_sweep():
     assert any(isinstance(c, Save) and c.record.id == "a1" for c in cmds)
 
 
+def test_a_unit_left_holding_a_lost_order_is_freed_by_the_sweep_even_while_it_reports_positions():
+    """Positions do not restart the sweep's grace (a unit reports every 10 s): it runs from the unit's
+    last change of state or order."""
+    r = Run()
+    r.place("a1", NORTH, 114.899)
+    orphan = r.state.units["a1"].model_copy(
+        update={"state": UnitState.assigned, "incident": "gone", "order": "o-lost", "updated": r.now, "rev": 99}
+    )
+    r.step(Loaded(orphan))
+    for i in range(4):  # 40 s of positions every 10 s, a tick after each
+        r.place("a1", NORTH, 114.899 - 0.0001 * i, dt=10)
+        r.step(Tick())
+    assert (r.state.units["a1"].state, r.state.units["a1"].order) == (UnitState.available, None)
+    assert r.state.units["a1"].lon == pytest.approx(114.899 - 0.0003), "the positions were taken"
+
+
 def test_operator_reassign_withdraws_the_unit_and_gives_the_incident_to_another():
     from dispatch.core.decide import Reassign
 
