@@ -12,7 +12,6 @@ incident's outbox so a restart re-sends what a crash cut off.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import base64
 import functools
 import time
@@ -813,8 +812,8 @@ class EngineShell:
         inc = await self.store.get(IncidentRec, incident_id)
         if inc is None:
             self.state.forget_incident(incident_id)
-        elif self._known_rev(IncidentRec, inc.id) < inc.rev:
-            self._adopt_one(inc)
+        else:
+            self._adopt_one(inc)  # newer revisions only, as for the unit (no position held for it)
 
     async def _recover(self, msg_id: str | None) -> None:
         """The core or the store failed half-way through a decision: its in-place changes cannot be
@@ -1254,7 +1253,7 @@ def _log_after_send(msgs: list[Message]) -> None:
     wake-up is queued already, so a callback queued now runs after it. A line costs about 0.2 ms on an
     idle engine; written first, each one delayed the order it names (in the current context: the
     incident and correlation ids bound for the input)."""
-    asyncio.get_running_loop().call_soon(_log_all, msgs, context=contextvars.copy_context())
+    asyncio.get_running_loop().call_soon(_log_all, msgs)  # runs in a copy of the current context
 
 
 def _log_all(msgs: list[Message]) -> None:

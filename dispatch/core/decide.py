@@ -420,9 +420,9 @@ class _Decision:
             self.dirty_incidents[rec.id] = None
 
     def _put_unit(self, rec: UnitRec, touch: bool = True) -> None:
-        """`touch=False` for a position alone: `updated` stays the time of the unit's last change of
-        state or order, which the orphan sweep's grace runs from (a unit left holding a lost order
-        while reporting every 10 s would otherwise never be freed)."""
+        """`touch=False` for a position alone, or a unit saved back unchanged: `updated` stays the time
+        of the unit's last change of state or order, which the orphan sweep's grace runs from (a unit
+        left holding a lost order while reporting every 10 s would otherwise never be freed)."""
         self.s.put_unit(rec.model_copy(update={"updated": self.now}) if touch else rec)
         self.dirty_units[rec.id] = None
 
@@ -805,19 +805,14 @@ class _Decision:
             # revision check proves that against the bucket: a copy that only lags behind another
             # replica's claim loses the write, and the input is decided again on the records read back
             # (else the unit would keep the order in the bucket until the orphan sweep).
-            self.s.put_unit(u)  # unchanged, but journalled: a batch groups decisions by the records they touch
-            self.dirty_units[u.id] = None
+            self._put_unit(u, touch=False)  # journalled too: a batch groups decisions by the records they touch
             return False
         try:
             state = unit_next(u.state, trigger)
         except TransitionRefused:
-            # records out of step (a write another replica cut short): the order is withdrawn all the same;
-            # a unit that reported busy or off duty meanwhile keeps that state (a release must not fail:
-            # a timeout that raises would stop every later deadline)
-            try:
-                state = unit_next(u.state, UnitTrigger.withdrawn)
-            except TransitionRefused:
-                state = u.state
+            # records out of step (a write another replica cut short): the order is withdrawn all the same
+            # (a release must not fail: a timeout that raises would stop every later deadline)
+            state = _let_go(u.state)
             self.s.counters["forced_releases"] += 1
         self._put_unit(u.model_copy(update={"state": state, "incident": None, "order": None}))
         return True
@@ -977,11 +972,7 @@ class _Decision:
         replica's incident writes), so the shell reads the candidates from the
         buckets again before a sweep (`EngineShell._confirm_orphans`)."""
         for u in orphans(self.s, self.now):
-            try:
-                state = unit_next(u.state, UnitTrigger.withdrawn)
-            except TransitionRefused:
-                state = u.state  # a unit that reported busy or off duty stays so
-            self._put_unit(u.model_copy(update={"state": state, "incident": None, "order": None}))
+            self._put_unit(u.model_copy(update={"state": _let_go(u.state), "incident": None, "order": None}))
             self.s.counters["orphans_freed"] += 1
             self._serve_waiting(u.id)
 
@@ -1137,6 +1128,15 @@ class _Decision:
                 for aid in rec.alert_ids:
                     s.seen.setdefault(aid, rec.updated_at)
             s.put_incident(rec)
+
+
+def _let_go(state: UnitState) -> UnitState:
+    """The state a unit is left in when an order is taken from it outside its lifecycle (records out of
+    step): the withdrawn order's, or, for a unit that reported busy or off duty meanwhile, that state."""
+    try:
+        return unit_next(state, UnitTrigger.withdrawn)
+    except TransitionRefused:
+        return state
 
 
 def _source_text(a: Alert) -> str:
