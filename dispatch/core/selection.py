@@ -27,6 +27,7 @@ SEARCH_CACHE_MIN = 512  # road searches kept (per mode and target node), at leas
 SEARCH_CACHE_MAX = 4096  # every (mode, target) pair of a graph with at most this many pairs
 SEARCH_CACHE_NODES = 300_000  # nodes settled across the kept searches (~50 MB), checked now and then
 SEARCH_CACHE_CHECK_EVERY = 256  # searches asked (kept or new) between two checks of that budget
+_STRIDE = 1 << 32  # cell (i, j) -> i * _STRIDE + j, one int per cell; unique while |j| < 2**31 cells
 
 
 def straight_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
@@ -43,8 +44,10 @@ class UnitGrid:
         self.cell_m = cell_m
         self._dlat = cell_m / EARTH_M_PER_DEG
         self._dlon = cell_m / (EARTH_M_PER_DEG * max(0.1, math.cos(math.radians(ref_lat))))
-        self._cells: dict[tuple[int, int], set[str]] = {}
-        self._where: dict[str, tuple[int, int]] = {}
+        # a cell (i, j) is kept under the one integer i * _STRIDE + j: the ring walk looks up a few hundred
+        # cells per choice, and an int key needs no tuple built and hashed (neighbours are key +- 1, +- _STRIDE)
+        self._cells: dict[int, set[str]] = {}
+        self._where: dict[str, int] = {}
         self._lo: list[int] | None = None  # extents ever occupied, bounds the ring search
         self._hi: list[int] | None = None
 
@@ -53,13 +56,14 @@ class UnitGrid:
 
     def move(self, unit_id: str, lat: float, lon: float) -> None:
         c = self.cell(lat, lon)
+        key = c[0] * _STRIDE + c[1]
         old = self._where.get(unit_id)
-        if old == c:
+        if old == key:
             return
         if old is not None:
             self._cells[old].discard(unit_id)
-        self._cells.setdefault(c, set()).add(unit_id)
-        self._where[unit_id] = c
+        self._cells.setdefault(key, set()).add(unit_id)
+        self._where[unit_id] = key
         if self._lo is None or self._hi is None:
             self._lo, self._hi = [c[0], c[1]], [c[0], c[1]]
         else:
@@ -75,7 +79,8 @@ class UnitGrid:
         return len(self._where)
 
     def units_in_cell(self, lat: float, lon: float) -> set[str]:
-        return self._cells.get(self.cell(lat, lon), set())
+        ci, cj = self.cell(lat, lon)
+        return self._cells.get(ci * _STRIDE + cj, set())
 
     def rings(self, lat: float, lon: float) -> Iterator[tuple[float, list[str]]]:
         """Yield (lower bound in metres on the distance of any unit in the NEXT ring, units of this ring)."""
@@ -83,18 +88,34 @@ class UnitGrid:
             return
         ci, cj = self.cell(lat, lon)
         max_r = max(abs(ci - self._lo[0]), abs(ci - self._hi[0]), abs(cj - self._lo[1]), abs(cj - self._hi[1]))
-        cells = self._cells
+        get = self._cells.get
+        centre = ci * _STRIDE + cj
         for r in range(max_r + 1):
             found: list[str] = []
             if r == 0:
-                found.extend(cells.get((ci, cj), ()))
+                c = get(centre)
+                if c:
+                    found.extend(c)
             else:
+                # the cells in the same order as ever: rows ci - r and ci + r (j from cj - r up), then
+                # columns cj - r and cj + r (i from ci - r + 1 up); an empty cell adds nothing
+                top, bottom = centre - r * _STRIDE, centre + r * _STRIDE
                 for dj in range(-r, r + 1):
-                    found.extend(cells.get((ci - r, cj + dj), ()))
-                    found.extend(cells.get((ci + r, cj + dj), ()))
+                    c = get(top + dj)
+                    if c:
+                        found.extend(c)
+                    c = get(bottom + dj)
+                    if c:
+                        found.extend(c)
+                left, right = centre - r, centre + r
                 for di in range(-r + 1, r):
-                    found.extend(cells.get((ci + di, cj - r), ()))
-                    found.extend(cells.get((ci + di, cj + r), ()))
+                    k = di * _STRIDE
+                    c = get(left + k)
+                    if c:
+                        found.extend(c)
+                    c = get(right + k)
+                    if c:
+                        found.extend(c)
             yield r * self.cell_m, found
 
 
@@ -167,6 +188,11 @@ class Router:
             cache_size = max(SEARCH_CACHE_MIN, pairs) if pairs <= SEARCH_CACHE_MAX else SEARCH_CACHE_MIN
         self._cache_size = cache_size
         self._new_searches = 0
+        # settled nodes across the kept searches as last counted, per search and in all; searches handed
+        # out since (they may have grown)
+        self._settled_seen: dict[tuple[str, int], int] = {}
+        self._settled_total = 0
+        self._touched: set[tuple[str, int]] = set()
         self._targets: dict[tuple[float, float, str], tuple[int, float]] = {}
 
     def vmax(self, mode: str) -> float:
@@ -200,9 +226,12 @@ class Router:
             s = self.graph.search(mode, target)
             self._searches[key] = s
             if len(self._searches) > self._cache_size:
-                self._searches.popitem(last=False)
+                old, _ = self._searches.popitem(last=False)
+                self._settled_total -= self._settled_seen.pop(old, 0)
+                self._touched.discard(old)
         else:
             self._searches.move_to_end(key)
+        self._touched.add(key)  # it may grow from now on: counted again at the next check
         # checked on hits too: once every pair of a small graph is kept there are no more misses, but the
         # kept searches still grow as they are asked further
         self._new_searches += 1
@@ -212,11 +241,20 @@ class Router:
 
     def _trim(self) -> None:
         """Searches grow as they are asked further: drop the least recently used ones while the kept
-        searches hold more settled nodes than SEARCH_CACHE_NODES (a cost of memory only)."""
-        settled = sum(getattr(x, "settled_count", 0) for x in self._searches.values())
-        while settled > SEARCH_CACHE_NODES and len(self._searches) > 1:
-            _, old = self._searches.popitem(last=False)
-            settled -= getattr(old, "settled_count", 0)
+        searches hold more than SEARCH_CACHE_NODES settled nodes (a cost of memory only). Only the searches
+        handed out since the last check can have grown, so only they are counted again (summing every
+        kept search, up to 4,096, was a few per cent of a saturated engine)."""
+        seen, searches = self._settled_seen, self._searches
+        for key in self._touched:
+            x = searches.get(key)
+            if x is not None:
+                n = getattr(x, "settled_count", 0)
+                self._settled_total += n - seen.get(key, 0)
+                seen[key] = n
+        self._touched.clear()
+        while self._settled_total > SEARCH_CACHE_NODES and len(searches) > 1:
+            old, _ = searches.popitem(last=False)
+            self._settled_total -= seen.pop(old, 0)
 
     def route(self, unit: UnitRec, lat: float, lon: float) -> tuple[tuple[float, float], ...]:
         """Points from the unit to the place, for the order; straight when there is no graph."""

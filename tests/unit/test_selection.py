@@ -172,3 +172,37 @@ def test_the_search_budget_is_kept_when_every_search_is_already_cached(monkeypat
         for lat, lon in places:
             choose(grid, units, router, lat, lon, _available)
     assert len(trimmed) >= 2 and all(n <= 50 for n in trimmed), trimmed
+    # the running count the check keeps (only searches handed out since the last check are counted
+    # again) is the plain sum over the kept searches
+    router._trim = trim  # type: ignore[method-assign]
+    trim()
+    assert router._settled_total == sum(s.settled_count for s in router._searches.values())
+
+
+@pytest.mark.parametrize("lat0, lon0", [(30.2, 114.9), (21.88, -102.29), (-33.9, -70.6), (-33.9, 151.2)])
+def test_each_unit_comes_up_once_in_the_ring_of_its_grid_distance_on_any_side_of_the_equator_and_meridian(lat0, lon0):
+    """The ring walk's cell keys are single integers: rings must still hold exactly the units at that
+    Chebyshev distance in cells, west and south of zero too, in the order rows then columns."""
+    rng = random.Random(7)
+    grid = UnitGrid(cell_m=150.0, ref_lat=lat0)
+    where = {}
+    for i in range(300):
+        lat, lon = lat0 + rng.uniform(-0.03, 0.03), lon0 + rng.uniform(-0.03, 0.03)
+        grid.move(f"u{i}", lat, lon)
+        where[f"u{i}"] = grid.cell(lat, lon)
+    grid.move("u0", lat0 + 0.02, lon0 - 0.02)  # moved: found only where it is now
+    where["u0"] = grid.cell(lat0 + 0.02, lon0 - 0.02)
+    ci, cj = grid.cell(lat0, lon0)
+    seen = []
+    for n, (bound_m, units) in enumerate(grid.rings(lat0, lon0)):
+        assert bound_m == n * 150.0
+        assert all(max(abs(where[u][0] - ci), abs(where[u][1] - cj)) == n for u in units)
+        # rows ci - n and ci + n alternately from cj - n up, then columns cj - n and cj + n from ci - n + 1 up
+        order = [(ci, cj)] if n == 0 else (
+            [c for dj in range(-n, n + 1) for c in ((ci - n, cj + dj), (ci + n, cj + dj))]
+            + [c for di in range(-n + 1, n) for c in ((ci + di, cj - n), (ci + di, cj + n))]
+        )
+        assert [where[u] for u in units] == sorted((where[u] for u in units), key=order.index)
+        seen.extend(units)
+    assert sorted(seen) == sorted(where)
+    assert grid.units_in_cell(lat0 + 0.02, lon0 - 0.02) >= {"u0"}
