@@ -566,7 +566,8 @@ async def bench_engine(url: str, server_pid: int, workdir: Path, args: argparse.
     say(f"engine pid {engine.proc.pid}")
     nc = await nats.connect(url, name="bench-load", pending_size=64 * 1024 * 1024)
     js = nc.jetstream(publish_async_max_pending=20000)
-    out: dict[str, Any] = {"units": len(district.units), "engine_log_level": args.engine_log_level}
+    # "district" is for the floor's load (popped before the JSON is printed)
+    out: dict[str, Any] = {"units": len(district.units), "engine_log_level": args.engine_log_level, "district": district}
     try:
         for uid, lat, lon in unit_places:
             await nc.publish(s.unit_position(uid), encode(UnitPosition(unit=uid, lat=lat, lon=lon, accuracy_m=5.0)))
@@ -637,6 +638,56 @@ async def bench_engine(url: str, server_pid: int, workdir: Path, args: argparse.
     return out
 
 
+async def bench_floor(url: str, server_pid: int, workdir: Path, args: argparse.Namespace, district: Any) -> dict[str, Any]:
+    """The same load against bench.floor (the engine's NATS traffic, no rules): what the target is up
+    against before any decision is made. Runs after the engine, on the same server."""
+    import nats
+
+    out_f, err_f = workdir / "floor.stdout", workdir / "floor.stderr"
+    with open(out_f, "wb") as out, open(err_f, "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.floor", "--nats", url, "--prefix", PREFIX, "--units", str(args.units)],
+            cwd=REPO_ROOT, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+        )
+    res: dict[str, Any] = {}
+    try:
+        deadline = time.monotonic() + 30
+        while "floor ready" not in out_f.read_text(errors="replace"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"bench.floor did not start: {err_f.read_text(errors='replace')[-2000:]}")
+            await asyncio.sleep(0.05)
+        nc = await nats.connect(url, name="bench-load-floor", pending_size=64 * 1024 * 1024)
+        try:
+            load = Load(nc, nc.jetstream(publish_async_max_pending=20000), district, random.Random(13))
+            load.pids = {"floor": proc.pid, "nats_server": server_pid, "bench": os.getpid()}
+            await load.start()
+            await load.run(rate=50, seconds=2 if args.quick else 4, drain_s=20)
+            for rate in (25.0, 250.0):
+                r = res[f"at_{rate:g}_per_s"] = await load.run(rate=rate, seconds=args.step_seconds, drain_s=args.drain_seconds)
+                lat = r["alert_to_order_ms"]
+                say(f"floor {rate:g}/s: p50 {lat.get('p50')} ms, p99 {lat.get('p99')} ms, CPU ms per alert {r['cpu_ms_per_alert']}")
+            await asyncio.sleep(2.0)
+            r = res["sustained"] = await load.run(rate=args.rate, seconds=args.duration, drain_s=args.sustained_drain_seconds)
+            lat = r["alert_to_order_ms"]
+            say(
+                f"floor sustained {args.rate}/s for {args.duration} s: achieved {r['rate_achieved']}/s, orders {r['ordered']}, "
+                f"never answered {r['waiting']}, p50 {lat.get('p50')} ms, p99 {lat.get('p99')} ms, CPU ms per alert {r['cpu_ms_per_alert']}"
+            )
+        finally:
+            await nc.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    lines = [ln for ln in out_f.read_text(errors="replace").splitlines() if ln.startswith("{")]
+    res["key_value_writes_failed"] = json.loads(lines[-1])["key_value_writes_failed"] if lines else None
+    res["errors"] = err_f.read_text(errors="replace").count("Traceback")
+    return res
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -658,6 +709,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             say(f"nats-server {server.url}, JetStream in {server.store_dir}")
             rtt = await bench_rtt(server.url, args.rtt_requests)
             eng = await bench_engine(server.url, server.pid or 0, workdir, args)
+            district = eng.pop("district")
+            floor = None if args.no_floor else await bench_floor(server.url, server.pid or 0, workdir, args, district)
         finally:
             await server.astop()
 
@@ -675,6 +728,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "choose_unit_p99_ms": choose_res["choose_ms"]["p99"],
         }
     )
+    if floor is not None:
+        fl = floor["sustained"]["alert_to_order_ms"]
+        result["floor"] = {
+            "alert_to_order_p50_ms": fl.get("p50"),
+            "alert_to_order_p99_ms": fl.get("p99"),
+            "alerts_per_s": (floor["sustained"]["throughput_per_s"] or {}).get("alerts"),
+            "cpu_ms_per_alert": floor["sustained"]["cpu_ms_per_alert"].get("floor"),
+            "at_25_per_s_p50_ms": floor["at_25_per_s"]["alert_to_order_ms"].get("p50"),
+            "at_25_per_s_p99_ms": floor["at_25_per_s"]["alert_to_order_ms"].get("p99"),
+            "meets_target": fl.get("p99") is not None and fl["p99"] <= 5 * result["nats_rtt_p99_ms"],
+        }
     a2o = result["alert_to_order_p99_ms"]
     result["targets"] = {
         "alert_to_order_p99_ms_max": round(5 * result["nats_rtt_p99_ms"], 3),
@@ -689,6 +753,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "nats_rtt": rtt,
         "choose": choose_res,
         "engine": eng,
+        "floor": floor,
     }
     return result
 
@@ -702,6 +767,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rates", default="", help="comma-separated rising-rate steps instead of the standard series")
     p.add_argument("--keep-going", action="store_true", help="run every rising-rate step even after one failed")
     p.add_argument("--no-choose", action="store_true", help="skip the in-process choose/decide measurement")
+    p.add_argument("--no-floor", action="store_true", help="skip the floor: the same load against bench.floor, a relay with no rules")
     p.add_argument("--step-seconds", type=float, default=None, help="seconds per rising-rate step (default 8, quick 2)")
     a = p.parse_args(argv)
     if a.quick:

@@ -1,4 +1,4 @@
-"""`python -m bench.engine --quick` runs end to end and prints its JSON as the last line."""
+"""`python -m bench.engine --quick` runs end to end (the engine, then the floor) and prints its JSON as the last line."""
 
 from __future__ import annotations
 
@@ -44,6 +44,14 @@ def test_quick_benchmark_prints_every_figure_as_json_on_its_last_line(tmp_path: 
     assert isinstance(result["alerts_per_s_max"], (int, float)) and result["alerts_per_s_max"] >= 0
     assert result["details"]["engine"]["ramp"], "the rising-rate series ran"
     assert result["details"]["engine"]["sustained"]["ordered"] > 0
+
+    # the floor: the same load against a relay with no rules (bench.floor), every alert ordered
+    floor = result["floor"]
+    assert floor["alert_to_order_p50_ms"] > 0 and floor["alert_to_order_p99_ms"] >= floor["alert_to_order_p50_ms"]
+    assert floor["cpu_ms_per_alert"] > 0 and isinstance(floor["meets_target"], bool)
+    ran = result["details"]["floor"]
+    assert ran["sustained"]["waiting"] == 0 and ran["sustained"]["ordered"] == ran["sustained"]["alerts"]
+    assert ran["key_value_writes_failed"] == 0 and ran["errors"] == 0
 
     m = result["machine"]
     assert m["cores"] >= 1 and m["cpu_model"] and m["python"]
