@@ -20,7 +20,11 @@ COPY dispatch ./dispatch
 COPY adapters ./adapters
 COPY simulators ./simulators
 COPY bench ./bench
-RUN pip install .
+# gcc for the road search's compiled loop (dispatch/_search.c; the image has Python's headers), removed
+# again once it is built
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && pip install . \
+    && apt-get purge -y gcc libc6-dev && apt-get autoremove -y && rm -rf /var/lib/apt/lists/*
 
 # The camera detector's compiled HOG search (numba), built into the image so that a camera does not
 # spend ~12 s compiling at start. Run from / so that it compiles the installed package (numba files

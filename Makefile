@@ -12,8 +12,9 @@ DISTRICT ?= config/districts/tieshan.yaml
 
 install: $(STAMP)
 
-# Re-installs only when pyproject.toml changes (or the venv is new).
-$(STAMP): pyproject.toml
+# Re-installs only when pyproject.toml or the compiled road search (dispatch/_search.c) changes, or
+# the venv is new; the install compiles dispatch/_search.c (gcc and Python's headers).
+$(STAMP): pyproject.toml dispatch/_search.c
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'

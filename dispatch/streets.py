@@ -87,7 +87,7 @@ import xml.etree.ElementTree as ET
 from array import array
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 __all__ = [
     "DEFAULT_SPEEDS_KMH",
@@ -161,6 +161,13 @@ _NOT_BARRIER_RAILWAY = frozenset({
     "abandoned", "razed", "disused", "proposed", "construction", "platform", "station", "halt",
 })
 _MAXSPEED_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(mph|km/h|kmh|kph)?\s*$", re.IGNORECASE)
+
+
+try:  # the road search's inner loop in C (dispatch/_search.c), built by pip install when a compiler is there
+    from dispatch._search import Heap as _Heap
+    from dispatch._search import expand as _expand
+except ImportError:  # pragma: no cover - the same loop in Python (TravelSearch._expand)
+    _Heap = _expand = None
 
 
 class StreetGraphError(ValueError):
@@ -809,7 +816,12 @@ class TravelSearch:
         self._best: dict[int, float] = {target: 0.0}  # tentative, final once in _done
         self._done: dict[int, float] = {}
         self._next: dict[int, int] = {}  # next hop towards the target
-        self._heap: list[tuple[float, int]] = [(0.0, target)]
+        self._heap: Any  # (seconds, node) not settled yet: the compiled loop's Heap, else a heapq list
+        if _Heap is not None:
+            self._heap = _Heap()
+            self._heap.push(0.0, target)
+        else:
+            self._heap = [(0.0, target)]
 
     @property
     def settled_count(self) -> int:
@@ -823,6 +835,8 @@ class TravelSearch:
     @property
     def frontier_s(self) -> float:
         """Every node not settled yet is at least this far from the target; inf once the search is exhausted."""
+        if _Heap is not None:
+            return self._heap.min()
         return self._heap[0][0] if self._heap else math.inf
 
     def time_from(self, node: int, bound_s: float = math.inf) -> float | None:
@@ -833,6 +847,13 @@ class TravelSearch:
             return t if t <= bound_s else None
         if isinstance(node, bool) or not isinstance(node, int) or not 0 <= node < self._n:
             raise ValueError(f"node {node!r} out of range 0..{self._n - 1}")
+        if _expand is not None:  # the loop below, compiled: the same objects, the same answers
+            return _expand(self._heap, self._best, done, self._next, self._start, self._nbr, self._sec, node, bound_s)
+        return self._expand(node, bound_s)
+
+    def _expand(self, node: int, bound_s: float) -> float | None:
+        """Settle nodes until node is (its time) or the next one is further than bound_s (None)."""
+        done = self._done
         heap, best, nxt = self._heap, self._best, self._next
         start, nbr, sec = self._start, self._nbr, self._sec
         pop, push = heapq.heappop, heapq.heappush

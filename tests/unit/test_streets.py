@@ -437,3 +437,64 @@ def test_synthetic_city_builds_and_most_random_pairs_are_reachable_by_car():
     # Same seed, same city: benchmarks can be compared run to run.
     again = synthetic_city(2000)
     assert [again.coords(v) for v in range(0, 2000, 97)] == [g.coords(v) for v in range(0, 2000, 97)]
+
+
+# ---------------------------------------------------------------------- the compiled search loop
+
+
+def test_the_install_builds_the_compiled_search_loop():
+    """`pip install -e .` (make test, make run) compiles dispatch/_search.c; without it the road search
+    runs in Python, a few times slower (bench.engine's choose figure would not hold)."""
+    import importlib
+
+    try:
+        importlib.import_module("dispatch._search")
+    except ImportError as e:  # pragma: no cover - a machine without gcc or Python's headers
+        pytest.fail(f"dispatch._search is not built ({e}): install gcc and python3-dev, then `pip install -e .` again")
+
+
+def test_the_compiled_heap_pops_in_the_order_python_orders_the_tuples():
+    search = pytest.importorskip("dispatch._search")
+    rng = random.Random(4)
+    items = [(float(rng.randrange(20)), rng.randrange(50)) for _ in range(500)]  # many equal seconds
+    h = search.Heap()
+    assert len(h) == 0 and h.min() == math.inf
+    for d, u in items:
+        h.push(d, u)
+    assert len(h) == 500 and h.min() == min(items)[0]
+    assert [h.pop() for _ in range(500)] == sorted(items)
+    with pytest.raises(IndexError):
+        h.pop()
+    with pytest.raises(TypeError):
+        search.expand([], {}, {}, {}, None, None, None, 0, 1.0)  # a list is not the search's heap
+
+
+@pytest.mark.parametrize("mode", ["car", "foot"])
+def test_the_compiled_search_settles_the_same_nodes_with_the_same_times_and_hops_as_python(mode, monkeypatch):
+    """The same questions (growing and shrinking bounds, unreachable and far nodes) asked of a search
+    run in C and of one run by the Python loop: the same answers, the same settled times, tentative
+    times and next hops, the same frontier after every question."""
+    import dispatch.streets as streets
+
+    pytest.importorskip("dispatch._search")
+    graph = synthetic_city(3000, seed=5)
+    rng = random.Random(9)
+    for _ in range(6):
+        target = rng.randrange(graph.node_count)
+        fast = graph.search(mode, target)
+        with monkeypatch.context() as m:
+            m.setattr(streets, "_Heap", None)
+            slow = graph.search(mode, target)
+        assert isinstance(slow._heap, list) and not isinstance(fast._heap, list)
+        for _ in range(60):
+            node, bound = rng.randrange(graph.node_count), rng.choice([math.inf, rng.uniform(0, 900)])
+            expect = slow._done.get(node)
+            if expect is not None:
+                expect = expect if expect <= bound else None
+            else:
+                expect = slow._expand(node, bound)
+            assert fast.time_from(node, bound) == expect
+            assert fast._done == slow._done and fast._best == slow._best and fast._next == slow._next
+            assert fast.frontier_s == (slow._heap[0][0] if slow._heap else math.inf)
+        far = max(fast._done, key=fast._done.get)
+        assert fast.path_from(far)[-1] == target
