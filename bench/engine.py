@@ -638,15 +638,20 @@ async def bench_engine(url: str, server_pid: int, workdir: Path, args: argparse.
     return out
 
 
-async def bench_floor(url: str, server_pid: int, workdir: Path, args: argparse.Namespace, district: Any) -> dict[str, Any]:
+async def bench_floor(
+    url: str, server_pid: int, workdir: Path, args: argparse.Namespace, district: Any, bare: bool = False
+) -> dict[str, Any]:
     """The same load against bench.floor (the engine's NATS traffic, no rules): what the target is up
-    against before any decision is made. Runs after the engine, on the same server."""
+    against before any decision is made; `bare`: without key-value writes or confirmed publishes, the
+    broker's hops alone. Runs after the engine, on the same server."""
     import nats
 
-    out_f, err_f = workdir / "floor.stdout", workdir / "floor.stderr"
+    name = "floor-bare" if bare else "floor"
+    out_f, err_f = workdir / f"{name}.stdout", workdir / f"{name}.stderr"
     with open(out_f, "wb") as out, open(err_f, "wb") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.floor", "--nats", url, "--prefix", PREFIX, "--units", str(args.units)],
+            [sys.executable, "-m", "bench.floor", "--nats", url, "--prefix", PREFIX, "--units", str(args.units)]
+            + (["--bare"] if bare else []),
             cwd=REPO_ROOT, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
         )
     res: dict[str, Any] = {}
@@ -659,18 +664,18 @@ async def bench_floor(url: str, server_pid: int, workdir: Path, args: argparse.N
         nc = await nats.connect(url, name="bench-load-floor", pending_size=64 * 1024 * 1024)
         try:
             load = Load(nc, nc.jetstream(publish_async_max_pending=20000), district, random.Random(13))
-            load.pids = {"floor": proc.pid, "nats_server": server_pid, "bench": os.getpid()}
+            load.pids = {"floor": proc.pid, "nats_server": server_pid, "bench": os.getpid()}  # "floor" either way
             await load.start()
             await load.run(rate=50, seconds=2 if args.quick else 4, drain_s=20)
             for rate in (25.0, 250.0):
                 r = res[f"at_{rate:g}_per_s"] = await load.run(rate=rate, seconds=args.step_seconds, drain_s=args.drain_seconds)
                 lat = r["alert_to_order_ms"]
-                say(f"floor {rate:g}/s: p50 {lat.get('p50')} ms, p99 {lat.get('p99')} ms, CPU ms per alert {r['cpu_ms_per_alert']}")
+                say(f"{name} {rate:g}/s: p50 {lat.get('p50')} ms, p99 {lat.get('p99')} ms, CPU ms per alert {r['cpu_ms_per_alert']}")
             await asyncio.sleep(2.0)
             r = res["sustained"] = await load.run(rate=args.rate, seconds=args.duration, drain_s=args.sustained_drain_seconds)
             lat = r["alert_to_order_ms"]
             say(
-                f"floor sustained {args.rate}/s for {args.duration} s: achieved {r['rate_achieved']}/s, orders {r['ordered']}, "
+                f"{name} sustained {args.rate}/s for {args.duration} s: achieved {r['rate_achieved']}/s, orders {r['ordered']}, "
                 f"never answered {r['waiting']}, p50 {lat.get('p50')} ms, p99 {lat.get('p99')} ms, CPU ms per alert {r['cpu_ms_per_alert']}"
             )
         finally:
@@ -710,7 +715,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             rtt = await bench_rtt(server.url, args.rtt_requests)
             eng = await bench_engine(server.url, server.pid or 0, workdir, args)
             district = eng.pop("district")
-            floor = None if args.no_floor else await bench_floor(server.url, server.pid or 0, workdir, args, district)
+            floor = bare = None
+            if not args.no_floor:
+                floor = await bench_floor(server.url, server.pid or 0, workdir, args, district)
+                bare = await bench_floor(server.url, server.pid or 0, workdir, args, district, bare=True)
         finally:
             await server.astop()
 
@@ -728,17 +736,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "choose_unit_p99_ms": choose_res["choose_ms"]["p99"],
         }
     )
-    if floor is not None:
-        fl = floor["sustained"]["alert_to_order_ms"]
-        result["floor"] = {
-            "alert_to_order_p50_ms": fl.get("p50"),
-            "alert_to_order_p99_ms": fl.get("p99"),
-            "alerts_per_s": (floor["sustained"]["throughput_per_s"] or {}).get("alerts"),
-            "cpu_ms_per_alert": floor["sustained"]["cpu_ms_per_alert"].get("floor"),
-            "at_25_per_s_p50_ms": floor["at_25_per_s"]["alert_to_order_ms"].get("p50"),
-            "at_25_per_s_p99_ms": floor["at_25_per_s"]["alert_to_order_ms"].get("p99"),
-            "meets_target": fl.get("p99") is not None and fl["p99"] <= 5 * result["nats_rtt_p99_ms"],
-        }
+    for key, f in (("floor", floor), ("floor_bare", bare)):
+        if f is not None:
+            fl = f["sustained"]["alert_to_order_ms"]
+            result[key] = {
+                "alert_to_order_p50_ms": fl.get("p50"),
+                "alert_to_order_p99_ms": fl.get("p99"),
+                "alerts_per_s": (f["sustained"]["throughput_per_s"] or {}).get("alerts"),
+                "cpu_ms_per_alert": f["sustained"]["cpu_ms_per_alert"].get("floor"),
+                "at_25_per_s_p50_ms": f["at_25_per_s"]["alert_to_order_ms"].get("p50"),
+                "at_25_per_s_p99_ms": f["at_25_per_s"]["alert_to_order_ms"].get("p99"),
+                "meets_target": fl.get("p99") is not None and fl["p99"] <= 5 * result["nats_rtt_p99_ms"],
+            }
     a2o = result["alert_to_order_p99_ms"]
     result["targets"] = {
         "alert_to_order_p99_ms_max": round(5 * result["nats_rtt_p99_ms"], 3),
@@ -754,6 +763,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "choose": choose_res,
         "engine": eng,
         "floor": floor,
+        "floor_bare": bare,
     }
     return result
 
@@ -767,7 +777,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rates", default="", help="comma-separated rising-rate steps instead of the standard series")
     p.add_argument("--keep-going", action="store_true", help="run every rising-rate step even after one failed")
     p.add_argument("--no-choose", action="store_true", help="skip the in-process choose/decide measurement")
-    p.add_argument("--no-floor", action="store_true", help="skip the floor: the same load against bench.floor, a relay with no rules")
+    p.add_argument("--no-floor", action="store_true", help="skip the floors: the same load against bench.floor, a relay with no rules (and --bare)")
     p.add_argument("--step-seconds", type=float, default=None, help="seconds per rising-rate step (default 8, quick 2)")
     a = p.parse_args(argv)
     if a.quick:

@@ -14,6 +14,11 @@ ordering). What it costs and how fast it answers is what any engine written on n
 on this machine before it decides anything, the floor the target of 5 x RTT p99 is measured
 against (docs/benchmarks.md, "The floor").
 
+With `--bare` it does less than any engine could: no key-value writes, the order and the `opened`
+event (which the benchmark needs to time the order) sent with plain publishes whose storage is not
+confirmed, the input acknowledged; a reply is only acknowledged. The time from an alert's publish to
+its order is then the broker's hops and nats-py's handling alone.
+
 Prints `floor ready` on standard output once subscribed; stops on SIGTERM.
 """
 
@@ -33,8 +38,9 @@ from dispatch.subjects import Subjects
 
 
 class Relay:
-    def __init__(self, nc: Any, js: Any, s: Subjects, units: list[str]) -> None:
-        self.nc, self.js, self.s, self.units = nc, js, s, units
+    def __init__(self, nc: Any, js: Any, s: Subjects, units: list[str], bare: bool = False) -> None:
+        self.nc, self.js, self.s, self.units, self.bare = nc, js, s, units, bare
+        self.name = "floor_bare" if bare else "floor"  # its durable consumers
         self.next_unit = 0
         self.rev: dict[str, int] = {}  # key -> last revision written
         self.in_flight: dict[str, int] = {}  # key -> writes not answered yet
@@ -52,8 +58,8 @@ class Relay:
             await self.js.create_key_value(KeyValueConfig(bucket=s.bucket_state, history=1, storage=StorageType.FILE))
         self.kv_prefix = f"$KV.{s.bucket_state}."
         for stream, name, subject, cb in (
-            (s.stream_alerts, "floor_alerts", s.all_alerts, self.on_alert),
-            (s.stream_radio, "floor_replies", s.all_replies, self.on_reply),
+            (s.stream_alerts, f"{self.name}_alerts", s.all_alerts, self.on_alert),
+            (s.stream_radio, f"{self.name}_replies", s.all_replies, self.on_reply),
         ):
             inbox = f"_INBOX.floor.{name}"
             await self.js.add_consumer(
@@ -113,6 +119,13 @@ class Relay:
         unit = self.units[self.next_unit % len(self.units)]
         self.next_unit += 1
         iid, oid, now = new_id(), new_id(), datetime.now(timezone.utc).isoformat()
+        if self.bare:
+            order = {"id": new_id(), "time": now, "action": "assign", "order_id": oid, "incident_id": iid, "unit": unit}
+            opened = {"id": new_id(), "time": now, "incident_id": iid, "event": "opened", "alert_ids": [alert["id"]]}
+            await self.nc.publish(s.order(unit), json.dumps(order).encode())
+            await self.nc.publish(s.incident_event(iid, "opened"), json.dumps(opened).encode())
+            await m.ack()
+            return
         ukey, ikey = s.unit_key(unit), s.incident_key(iid)
         unit_rec = {"id": unit, "state": "assigned", "incident": iid, "order": oid, "updated": now}
         inc_rec = {"id": iid, "state": "assigned", "unit": unit, "order": oid, "alert_ids": [alert["id"]], "updated": now}
@@ -128,6 +141,9 @@ class Relay:
         await asyncio.gather(*sent, return_exceptions=True)  # the stream's answers, read as the engine reads them
 
     async def on_reply(self, m: Any) -> None:
+        if self.bare:
+            await m.ack()
+            return
         s = self.s
         r = json.loads(m.data)
         now = datetime.now(timezone.utc).isoformat()
@@ -146,12 +162,12 @@ class Relay:
         await asyncio.gather(*sent, return_exceptions=True)
 
 
-async def serve(url: str, prefix: str, units: int) -> None:
+async def serve(url: str, prefix: str, units: int, bare: bool = False) -> None:
     import nats
 
     nc = await nats.connect(url, name="bench-floor", pending_size=64 * 1024 * 1024)
     js = nc.jetstream(publish_async_max_pending=20000)
-    relay = Relay(nc, js, Subjects(prefix), [f"b{i:04d}" for i in range(units)])
+    relay = Relay(nc, js, Subjects(prefix), [f"b{i:04d}" for i in range(units)], bare)
     await relay.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -168,8 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--nats", required=True, help="NATS URL")
     p.add_argument("--prefix", default="bench", help="subject prefix (the engine benchmark's)")
     p.add_argument("--units", type=int, default=1000, help="unit ids b0000 .. round which the orders go")
+    p.add_argument("--bare", action="store_true", help="no key-value writes, nothing confirmed: the broker's hops alone")
     a = p.parse_args(argv)
-    asyncio.run(serve(a.nats, a.prefix, a.units))
+    asyncio.run(serve(a.nats, a.prefix, a.units, a.bare))
     return 0
 
 
