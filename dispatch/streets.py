@@ -166,8 +166,9 @@ _MAXSPEED_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(mph|km/h|kmh|kph)?\s*$", re.I
 try:  # the road search's inner loop in C (dispatch/_search.c), built by pip install when a compiler is there
     from dispatch._search import Heap as _Heap
     from dispatch._search import expand as _expand
-except ImportError:  # pragma: no cover - the same loop in Python (TravelSearch._expand)
-    _Heap = _expand = None
+    from dispatch._search import nearest as _nearest
+except ImportError:  # pragma: no cover - the same loops in Python (TravelSearch._expand, _Grid._nearest)
+    _Heap = _expand = _nearest = None
 
 
 class StreetGraphError(ValueError):
@@ -391,7 +392,10 @@ def _barrier_kind(tags: Mapping[str, object]) -> str | None:
 
 
 class _Grid:
-    """Bucket grid over a local equirectangular projection for nearest-node queries."""
+    """Bucket grid over a local equirectangular projection for nearest-node queries.
+
+    Cells are numbered ix * ny + iy; the nodes of cell c are cell_nodes[cell_start[c]:cell_start[c + 1]],
+    in ascending order (arrays, so that the compiled loop reads them as they are)."""
 
     def __init__(self, lat: array, lon: array) -> None:
         n = len(lat)
@@ -399,8 +403,8 @@ class _Grid:
         self.lon0 = (min(lon) + max(lon)) / 2 if n else 0.0
         self.kx = _M_PER_DEG * math.cos(math.radians(self.lat0))
         self.ky = _M_PER_DEG
-        xs = [(x - self.lon0) * self.kx for x in lon]
-        ys = [(y - self.lat0) * self.ky for y in lat]
+        xs = array("d", [(x - self.lon0) * self.kx for x in lon])
+        ys = array("d", [(y - self.lat0) * self.ky for y in lat])
         self.xs, self.ys = xs, ys
         self.x0 = min(xs) if n else 0.0
         self.y0 = min(ys) if n else 0.0
@@ -411,19 +415,29 @@ class _Grid:
         self.cell = max(cell, 10.0)
         self.nx = int(width / self.cell) + 1
         self.ny = int(height / self.cell) + 1
-        cells: dict[int, list[int]] = {}
-        for i in range(n):
-            key = int((xs[i] - self.x0) / self.cell) * self.ny + int((ys[i] - self.y0) / self.cell)
-            bucket = cells.get(key)
-            if bucket is None:
-                cells[key] = [i]
-            else:
-                bucket.append(i)
-        self.cells = cells
+        keys = [int((xs[i] - self.x0) / self.cell) * self.ny + int((ys[i] - self.y0) / self.cell) for i in range(n)]
+        # counting sort by cell: each cell's nodes stay in ascending order
+        start = array("l", [0]) * (self.nx * self.ny + 1)
+        for k in keys:
+            start[k + 1] += 1
+        for c in range(self.nx * self.ny):
+            start[c + 1] += start[c]
+        fill = array("l", start[:-1])
+        nodes = array("l", [0]) * n
+        for i, k in enumerate(keys):
+            nodes[fill[k]] = i
+            fill[k] += 1
+        self.cell_start, self.cell_nodes = start, nodes
 
     def nearest(self, lat: float, lon: float, usable: bytearray) -> int | None:
         x = (lon - self.lon0) * self.kx
         y = (lat - self.lat0) * self.ky
+        if _nearest is not None:  # the loop below, compiled: the same cells in the same order
+            best = _nearest(self.xs, self.ys, self.cell_start, self.cell_nodes, usable, x, y, self.x0, self.y0, self.cell, self.nx, self.ny)
+            return best if best >= 0 else None
+        return self._nearest(x, y, usable)
+
+    def _nearest(self, x: float, y: float, usable: bytearray) -> int | None:
         cell = self.cell
         cx = math.floor((x - self.x0) / cell)
         cy = math.floor((y - self.y0) / cell)
@@ -431,15 +445,14 @@ class _Grid:
         # Rings nearer than the grid's edge hold no cells: a far query starts there.
         r = max(0, -cx, cx - (nx - 1), -cy, cy - (ny - 1))
         r_max = r + max(nx, ny)
-        cells, xs, ys = self.cells, self.xs, self.ys
+        start, nodes, xs, ys = self.cell_start, self.cell_nodes, self.xs, self.ys
         best = -1
         best_d2 = math.inf
         while r <= r_max:
             for ix, iy in self._ring(cx, cy, r):
-                bucket = cells.get(ix * ny + iy)
-                if bucket is None:
-                    continue
-                for i in bucket:
+                c = ix * ny + iy
+                for k in range(start[c], start[c + 1]):
+                    i = nodes[k]
                     if usable[i]:
                         dx = xs[i] - x
                         dy = ys[i] - y

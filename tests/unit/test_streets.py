@@ -498,3 +498,27 @@ def test_the_compiled_search_settles_the_same_nodes_with_the_same_times_and_hops
             assert fast.frontier_s == (slow._heap[0][0] if slow._heap else math.inf)
         far = max(fast._done, key=fast._done.get)
         assert fast.path_from(far)[-1] == target
+
+
+def test_the_compiled_nearest_node_query_picks_the_same_node_as_python_ties_and_far_points_included():
+    """Equally near nodes (a street grid drawn twice over, nodes on a lattice) must go to the same one,
+    as must points far outside the grid and modes that may use only some nodes."""
+    pytest.importorskip("dispatch._search")
+    coords = [pt(x * 50.0, y * 50.0) for x in range(30) for y in range(20)]
+    coords += coords[:200]  # the same places again: every one of them is a tie
+    ways = [([i, i + 1], "residential", "no") for i in range(0, len(coords) - 1) if (i + 1) % 20]
+    ways += [([i, i + 20], "footway", "no") for i in range(0, 560)]
+    g = StreetGraph.from_edges(coords, ways)
+    grid = g._grid
+    rng = random.Random(12)
+    lat0, lon0 = pt(0, 0)
+    lat1, lon1 = pt(1450, 950)
+    for i in range(2000):
+        far = 3.0 if i % 4 == 0 else 0.0
+        lat = rng.uniform(lat0 - far * (lat1 - lat0), lat1 + far * (lat1 - lat0))
+        lon = rng.uniform(lon0 - far * (lon1 - lon0), lon1 + far * (lon1 - lon0))
+        if i % 3 == 0:  # exactly on a lattice point, or half-way between two
+            lat, lon = pt(rng.randrange(30) * 50.0 + 25.0 * (i % 2), rng.randrange(20) * 50.0)
+        usable = g._usable[(None, *MODES)[i % 5]]
+        x, y = (lon - grid.lon0) * grid.kx, (lat - grid.lat0) * grid.ky
+        assert grid.nearest(lat, lon, usable) == grid._nearest(x, y, usable)
