@@ -24,6 +24,7 @@ COPY bench ./bench
 # again once it is built
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
     && pip install . \
+    && cd / && python -c "import dispatch._search" && cd /app \
     && apt-get purge -y gcc libc6-dev && apt-get autoremove -y && rm -rf /var/lib/apt/lists/*
 
 # The camera detector's compiled HOG search (numba), built into the image so that a camera does not

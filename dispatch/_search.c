@@ -174,7 +174,8 @@ static PyObject *expand(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyObject *best = args[1], *done = args[2], *nxt = args[3];
-    if (!PyObject_TypeCheck(args[0], &HeapType) || !PyDict_Check(best) || !PyDict_Check(done) || !PyDict_Check(nxt)) {
+    if (!PyObject_TypeCheck(args[0], &HeapType) || !PyDict_CheckExact(best) || !PyDict_CheckExact(done) ||
+        !PyDict_CheckExact(nxt)) {
         PyErr_SetString(PyExc_TypeError, "expand(): heap must be a Heap; best, done and nxt dicts");
         return NULL;
     }
@@ -213,7 +214,7 @@ static PyObject *expand(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             result = Py_NewRef(Py_None);
             goto out;
         }
-        if (u < 0 || u + 1 >= n_start) {
+        if (u < 0 || u >= n_start - 1) {
             PyErr_SetString(PyExc_IndexError, "expand(): node out of range");
             goto out;
         }
@@ -288,16 +289,26 @@ out:
    dispatch.streets._Grid._nearest compiled: the nearest usable node to (x, y) in the grid's flat
    projection, visiting the same cells in the same order (rings outward, each ring's rows then its
    columns) and the nodes of a cell in their order, so that of two equally near nodes the same one
-   wins; the same products and sums (-ffp-contract=off) and pow() for the ring's reach, as Python. */
+   wins; the same products and sums (-ffp-contract=off), the ring's reach squared as one product as
+   in Python. A point so far away that its cell number would not fit a long (only a direct caller
+   can ask: the engine's inputs are range-checked) returns -2: the Python loop answers it. */
 static PyObject *nearest(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 12) {
         PyErr_SetString(PyExc_TypeError, "nearest() takes 12 arguments");
         return NULL;
     }
-    double x = PyFloat_AsDouble(args[5]), y = PyFloat_AsDouble(args[6]);
-    double x0 = PyFloat_AsDouble(args[7]), y0 = PyFloat_AsDouble(args[8]), cell = PyFloat_AsDouble(args[9]);
-    long nx = PyLong_AsLong(args[10]), ny = PyLong_AsLong(args[11]);
-    if (PyErr_Occurred())
+    double v[5];
+    for (int j = 0; j < 5; j++) {
+        v[j] = PyFloat_AsDouble(args[5 + j]);
+        if (v[j] == -1.0 && PyErr_Occurred())
+            return NULL;
+    }
+    double x = v[0], y = v[1], x0 = v[2], y0 = v[3], cell = v[4];
+    long nx = PyLong_AsLong(args[10]);
+    if (nx == -1 && PyErr_Occurred())
+        return NULL;
+    long ny = PyLong_AsLong(args[11]);
+    if (ny == -1 && PyErr_Occurred())
         return NULL;
     if (nx <= 0 || ny <= 0 || !(cell > 0.0) || !isfinite(x) || !isfinite(y)) {
         PyErr_SetString(PyExc_ValueError, "nearest(): bad grid or point");
@@ -320,7 +331,12 @@ static PyObject *nearest(PyObject *self, PyObject *const *args, Py_ssize_t nargs
         PyErr_SetString(PyExc_ValueError, "nearest(): arrays do not match the grid");
         goto out;
     }
-    long cx = (long)floor((x - x0) / cell), cy = (long)floor((y - y0) / cell);
+    double fx = floor((x - x0) / cell), fy = floor((y - y0) / cell);
+    if (!(fabs(fx) < 0x1p60 && fabs(fy) < 0x1p60) || nx > (1L << 30) || ny > (1L << 30)) {
+        result = PyLong_FromLong(-2); /* too far for longs: the caller's Python loop answers */
+        goto out;
+    }
+    long cx = (long)fx, cy = (long)fy;
     long r = 0;
     if (-cx > r) r = -cx;
     if (cx - (nx - 1) > r) r = cx - (nx - 1);
@@ -374,7 +390,8 @@ static PyObject *nearest(PyObject *self, PyObject *const *args, Py_ssize_t nargs
             }
         }
         /* every point of ring r + 1 lies at least r cells away */
-        if (best >= 0 && best_d2 <= pow((double)r * cell, 2.0))
+        double reach = (double)r * cell;
+        if (best >= 0 && best_d2 <= reach * reach)
             break;
         r++;
     }

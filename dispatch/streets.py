@@ -434,7 +434,8 @@ class _Grid:
         y = (lat - self.lat0) * self.ky
         if _nearest is not None:  # the loop below, compiled: the same cells in the same order
             best = _nearest(self.xs, self.ys, self.cell_start, self.cell_nodes, usable, x, y, self.x0, self.y0, self.cell, self.nx, self.ny)
-            return best if best >= 0 else None
+            if best != -2:  # -2: too far away for the compiled loop's integers
+                return best if best >= 0 else None
         return self._nearest(x, y, usable)
 
     def _nearest(self, x: float, y: float, usable: bytearray) -> int | None:
@@ -461,7 +462,8 @@ class _Grid:
                             best_d2 = d2
                             best = i
             # Every point of ring r + 1 lies at least r cells away.
-            if best >= 0 and best_d2 <= (r * cell) ** 2:
+            reach = r * cell
+            if best >= 0 and best_d2 <= reach * reach:
                 break
             r += 1
         return best if best >= 0 else None
@@ -848,7 +850,7 @@ class TravelSearch:
     @property
     def frontier_s(self) -> float:
         """Every node not settled yet is at least this far from the target; inf once the search is exhausted."""
-        if _Heap is not None:
+        if type(self._heap) is not list:
             return self._heap.min()
         return self._heap[0][0] if self._heap else math.inf
 
@@ -860,7 +862,7 @@ class TravelSearch:
             return t if t <= bound_s else None
         if isinstance(node, bool) or not isinstance(node, int) or not 0 <= node < self._n:
             raise ValueError(f"node {node!r} out of range 0..{self._n - 1}")
-        if _expand is not None:  # the loop below, compiled: the same objects, the same answers
+        if type(self._heap) is not list:  # the compiled heap: the loop below, compiled, on the same dicts
             return _expand(self._heap, self._best, done, self._next, self._start, self._nbr, self._sec, node, bound_s)
         return self._expand(node, bound_s)
 

@@ -522,3 +522,7 @@ def test_the_compiled_nearest_node_query_picks_the_same_node_as_python_ties_and_
         usable = g._usable[(None, *MODES)[i % 5]]
         x, y = (lon - grid.lon0) * grid.kx, (lat - grid.lat0) * grid.ky
         assert grid.nearest(lat, lon, usable) == grid._nearest(x, y, usable)
+    # so far away that the cell numbers do not fit the compiled loop's integers: Python answers
+    for lat, lon in ((1e15, 1e15), (-1e17, 3.0), (2.0, -1e30)):
+        x, y = (lon - grid.lon0) * grid.kx, (lat - grid.lat0) * grid.ky
+        assert grid.nearest(lat, lon, g._usable[None]) == grid._nearest(x, y, g._usable[None]) is not None
