@@ -323,7 +323,9 @@ async def test_a_stopped_stream_raises_camera_offline_and_comes_back_by_itself(n
             t_alert = time.monotonic()
             off = msgs[-1][0]
             assert off["camera"] == "lane" and off["priority"] == 3 and off["category"] == "Infra"
-            assert t_alert - t_stop >= 2.0  # rules.offline.seconds, not before
+            # rules.offline.seconds, not before: counted from the last frame the adapter got, which came up
+            # to one frame (0.1 s at 10 fps) before the stop (a CI run saw 1.998 s)
+            assert t_alert - t_stop >= 2.0 - 0.15
             assert runner.status()["lane"]["offline_event"] == off["event_id"]
             why = next(h["detail"] for t, h in health.of("lane") if h["state"] == "offline" and t >= t_stop)
             assert ("timed out after 2 s" if mode == "hang" else "lane") in why, why
