@@ -488,17 +488,17 @@ class Load:
         }
 
 
-class Engine:
-    def __init__(self, district_file: Path, url: str, workdir: Path, log_level: str) -> None:
-        self.err = workdir / "engine.stderr"
-        self.out = workdir / "engine.stdout"
-        # BENCH_ENGINE_PROFILE=FILE: the engine runs under cProfile (stats written to FILE when it stops)
-        prof = os.environ.get("BENCH_ENGINE_PROFILE")
-        self.cmd = [
-            sys.executable, *(["-m", "cProfile", "-o", prof] if prof else []), "-m", "dispatch.cli", "engine", "--district", str(district_file), "--nats", url,
-            "--prefix", PREFIX, "--name", "bench", "--state-dir", str(workdir / "engine-state"), "--log-level", log_level,
-        ]
+class Child:
+    """A process of the benchmark's (the engine, the floor relay): output to files in the work folder,
+    started until `ready()` finds its ready line, stopped with SIGTERM (SIGKILL after 15 s)."""
+
+    def __init__(self, name: str, cmd: list[str], workdir: Path) -> None:
+        self.name, self.cmd = name, cmd
+        self.out, self.err = workdir / f"{name}.stdout", workdir / f"{name}.stderr"
         self.proc: subprocess.Popen[bytes] | None = None
+
+    def ready(self) -> bool:
+        raise NotImplementedError
 
     async def start(self, timeout: float = 60.0) -> None:
         with open(self.out, "wb") as out, open(self.err, "wb") as err:
@@ -506,11 +506,11 @@ class Engine:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"engine exited with {self.proc.returncode}: {self.err.read_text()[-2000:]}")
-            if "engine ready" in self.err.read_text(errors="replace") or "serving district" in self.out.read_text(errors="replace"):
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}: {self.err.read_text()[-2000:]}")
+            if self.ready():
                 return
             await asyncio.sleep(0.05)
-        raise RuntimeError(f"engine not ready after {timeout} s")
+        raise RuntimeError(f"{self.name} not ready after {timeout} s")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -520,6 +520,19 @@ class Engine:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+class Engine(Child):
+    def __init__(self, district_file: Path, url: str, workdir: Path, log_level: str) -> None:
+        # BENCH_ENGINE_PROFILE=FILE: the engine runs under cProfile (stats written to FILE when it stops)
+        prof = os.environ.get("BENCH_ENGINE_PROFILE")
+        super().__init__("engine", [
+            sys.executable, *(["-m", "cProfile", "-o", prof] if prof else []), "-m", "dispatch.cli", "engine", "--district", str(district_file), "--nats", url,
+            "--prefix", PREFIX, "--name", "bench", "--state-dir", str(workdir / "engine-state"), "--log-level", log_level,
+        ], workdir)
+
+    def ready(self) -> bool:
+        return "engine ready" in self.err.read_text(errors="replace") or "serving district" in self.out.read_text(errors="replace")
 
     def deadletters(self) -> int:
         return self.err.read_text(errors="replace").count('"deadletter"')
@@ -549,15 +562,16 @@ async def wait_units(js: Any, bucket: str, n: int, timeout: float = 60.0) -> Non
     raise RuntimeError(f"only {placed}/{n} unit positions stored")
 
 
-async def bench_engine(url: str, server_pid: int, workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
+async def bench_engine(
+    url: str, server_pid: int, workdir: Path, args: argparse.Namespace,
+    district_file: Path, district: Any, unit_places: list[tuple[str, float, float]],
+) -> dict[str, Any]:
     import nats
 
     from dispatch.events import UnitPosition, encode
     from dispatch.subjects import Subjects
 
     s = Subjects(PREFIX)
-    district_file = workdir / "bench-district.yaml"
-    district, unit_places = write_district(district_file, args.units)
     graph = district.load_streets()
     say(f"engine: district {district.name}, {len(district.units)} units, streets {graph!r}")
     engine = Engine(district_file, url, workdir, args.engine_log_level)
@@ -566,8 +580,7 @@ async def bench_engine(url: str, server_pid: int, workdir: Path, args: argparse.
     say(f"engine pid {engine.proc.pid}")
     nc = await nats.connect(url, name="bench-load", pending_size=64 * 1024 * 1024)
     js = nc.jetstream(publish_async_max_pending=20000)
-    # "district" is for the floor's load (popped before the JSON is printed)
-    out: dict[str, Any] = {"units": len(district.units), "engine_log_level": args.engine_log_level, "district": district}
+    out: dict[str, Any] = {"units": len(district.units), "engine_log_level": args.engine_log_level}
     try:
         for uid, lat, lon in unit_places:
             await nc.publish(s.unit_position(uid), encode(UnitPosition(unit=uid, lat=lat, lon=lon, accuracy_m=5.0)))
@@ -646,51 +659,45 @@ async def bench_floor(
     broker's hops alone. Runs after the engine, on the same server."""
     import nats
 
-    name = "floor-bare" if bare else "floor"
-    out_f, err_f = workdir / f"{name}.stdout", workdir / f"{name}.stderr"
-    with open(out_f, "wb") as out, open(err_f, "wb") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.floor", "--nats", url, "--prefix", PREFIX, "--units", str(args.units)]
-            + (["--bare"] if bare else []),
-            cwd=REPO_ROOT, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-        )
+    relay = _Floor(url, args.units, workdir, bare)
     res: dict[str, Any] = {}
     try:
-        deadline = time.monotonic() + 30
-        while "floor ready" not in out_f.read_text(errors="replace"):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"bench.floor did not start: {err_f.read_text(errors='replace')[-2000:]}")
-            await asyncio.sleep(0.05)
+        await relay.start(timeout=30)
         nc = await nats.connect(url, name="bench-load-floor", pending_size=64 * 1024 * 1024)
         try:
             load = Load(nc, nc.jetstream(publish_async_max_pending=20000), district, random.Random(13))
-            load.pids = {"floor": proc.pid, "nats_server": server_pid, "bench": os.getpid()}  # "floor" either way
+            assert relay.proc is not None
+            load.pids = {"floor": relay.proc.pid, "nats_server": server_pid, "bench": os.getpid()}  # "floor" either way
             await load.start()
             await load.run(rate=50, seconds=2 if args.quick else 4, drain_s=20)
             for rate in (25.0, 250.0):
                 r = res[f"at_{rate:g}_per_s"] = await load.run(rate=rate, seconds=args.step_seconds, drain_s=args.drain_seconds)
                 lat = r["alert_to_order_ms"]
-                say(f"{name} {rate:g}/s: p50 {lat.get('p50')} ms, p99 {lat.get('p99')} ms, CPU ms per alert {r['cpu_ms_per_alert']}")
+                say(f"{relay.name} {rate:g}/s: p50 {lat.get('p50')} ms, p99 {lat.get('p99')} ms, CPU ms per alert {r['cpu_ms_per_alert']}")
             await asyncio.sleep(2.0)
             r = res["sustained"] = await load.run(rate=args.rate, seconds=args.duration, drain_s=args.sustained_drain_seconds)
             lat = r["alert_to_order_ms"]
             say(
-                f"{name} sustained {args.rate}/s for {args.duration} s: achieved {r['rate_achieved']}/s, orders {r['ordered']}, "
+                f"{relay.name} sustained {args.rate}/s for {args.duration} s: achieved {r['rate_achieved']}/s, orders {r['ordered']}, "
                 f"never answered {r['waiting']}, p50 {lat.get('p50')} ms, p99 {lat.get('p99')} ms, CPU ms per alert {r['cpu_ms_per_alert']}"
             )
         finally:
             await nc.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    lines = [ln for ln in out_f.read_text(errors="replace").splitlines() if ln.startswith("{")]
+        relay.stop()
+    lines = [ln for ln in relay.out.read_text(errors="replace").splitlines() if ln.startswith("{")]
     res["key_value_writes_failed"] = json.loads(lines[-1])["key_value_writes_failed"] if lines else None
-    res["errors"] = err_f.read_text(errors="replace").count("Traceback")
+    res["errors"] = relay.err.read_text(errors="replace").count("Traceback")
     return res
+
+
+class _Floor(Child):
+    def __init__(self, url: str, units: int, workdir: Path, bare: bool) -> None:
+        cmd = [sys.executable, "-m", "bench.floor", "--nats", url, "--prefix", PREFIX, "--units", str(units)]
+        super().__init__("floor-bare" if bare else "floor", cmd + (["--bare"] if bare else []), workdir)
+
+    def ready(self) -> bool:
+        return "floor ready" in self.out.read_text(errors="replace")
 
 
 # --------------------------------------------------------------------------- main
@@ -713,8 +720,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         try:
             say(f"nats-server {server.url}, JetStream in {server.store_dir}")
             rtt = await bench_rtt(server.url, args.rtt_requests)
-            eng = await bench_engine(server.url, server.pid or 0, workdir, args)
-            district = eng.pop("district")
+            district_file = workdir / "bench-district.yaml"
+            district, unit_places = write_district(district_file, args.units)
+            eng = await bench_engine(server.url, server.pid or 0, workdir, args, district_file, district, unit_places)
             floor = bare = None
             if not args.no_floor:
                 floor = await bench_floor(server.url, server.pid or 0, workdir, args, district)
