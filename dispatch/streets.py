@@ -391,6 +391,22 @@ def _barrier_kind(tags: Mapping[str, object]) -> str | None:
     return None
 
 
+def _group_by(keys: Sequence[int], groups: int) -> tuple[array, array]:
+    """Indices 0..len(keys)-1 grouped by key (a stable counting sort, CSR): the indices with key g are
+    order[start[g]:start[g + 1]], in ascending order."""
+    start = array("l", [0]) * (groups + 1)
+    for g in keys:
+        start[g + 1] += 1
+    for g in range(groups):
+        start[g + 1] += start[g]
+    fill = array("l", start[:-1])
+    order = array("l", [0]) * len(keys)
+    for i, g in enumerate(keys):
+        order[fill[g]] = i
+        fill[g] += 1
+    return start, order
+
+
 class _Grid:
     """Bucket grid over a local equirectangular projection for nearest-node queries.
 
@@ -416,18 +432,7 @@ class _Grid:
         self.nx = int(width / self.cell) + 1
         self.ny = int(height / self.cell) + 1
         keys = [int((xs[i] - self.x0) / self.cell) * self.ny + int((ys[i] - self.y0) / self.cell) for i in range(n)]
-        # counting sort by cell: each cell's nodes stay in ascending order
-        start = array("l", [0]) * (self.nx * self.ny + 1)
-        for k in keys:
-            start[k + 1] += 1
-        for c in range(self.nx * self.ny):
-            start[c + 1] += start[c]
-        fill = array("l", start[:-1])
-        nodes = array("l", [0]) * n
-        for i, k in enumerate(keys):
-            nodes[fill[k]] = i
-            fill[k] += 1
-        self.cell_start, self.cell_nodes = start, nodes
+        self.cell_start, self.cell_nodes = _group_by(keys, self.nx * self.ny)
 
     def nearest(self, lat: float, lon: float, usable: bytearray) -> int | None:
         x = (lon - self.lon0) * self.kx
@@ -523,23 +528,11 @@ class StreetGraph:
         any_usable = bytearray(n)
         for mode in MODES:
             src, dst, sec = b.src[mode], b.dst[mode], b.sec[mode]
-            # Reversed CSR (edges grouped by head) via counting sort: the search
-            # walks from the target backwards along incoming edges.
-            start = array("l", [0]) * (n + 1)
-            for v in dst:
-                start[v + 1] += 1
-            for i in range(n):
-                start[i + 1] += start[i]
-            fill = array("l", start[:n])
-            m_edges = len(src)
-            nbr = array("l", [0]) * m_edges
-            rsec = array("d", [0.0]) * m_edges
-            for k in range(m_edges):
-                v = dst[k]
-                pos = fill[v]
-                nbr[pos] = src[k]
-                rsec[pos] = sec[k]
-                fill[v] = pos + 1
+            # Reversed CSR (edges grouped by head): the search walks from the target backwards along
+            # incoming edges.
+            start, order = _group_by(dst, n)
+            nbr = array("l", [src[k] for k in order])
+            rsec = array("d", [sec[k] for k in order])
             usable = bytearray(n)
             for v in src:
                 usable[v] = 1
