@@ -80,6 +80,17 @@ static Entry heap_pop(HeapObject *h) { /* h->n > 0 */
     return top;
 }
 
+/* An argument as a C double or long: 0, or -1 with the Python error set. */
+static int as_double(PyObject *obj, double *out) {
+    *out = PyFloat_AsDouble(obj);
+    return (*out == -1.0 && PyErr_Occurred()) ? -1 : 0;
+}
+
+static int as_long(PyObject *obj, long *out) {
+    *out = PyLong_AsLong(obj);
+    return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
+}
+
 static void Heap_dealloc(HeapObject *h) {
     PyMem_Free(h->a);
     Py_TYPE(h)->tp_free((PyObject *)h);
@@ -99,13 +110,9 @@ static PyObject *Heap_push(HeapObject *h, PyObject *const *args, Py_ssize_t narg
         PyErr_SetString(PyExc_TypeError, "push(seconds, node)");
         return NULL;
     }
-    double d = PyFloat_AsDouble(args[0]);
-    if (d == -1.0 && PyErr_Occurred())
-        return NULL;
-    long u = PyLong_AsLong(args[1]);
-    if (u == -1 && PyErr_Occurred())
-        return NULL;
-    if (heap_push(h, d, u) < 0)
+    double d;
+    long u;
+    if (as_double(args[0], &d) < 0 || as_long(args[1], &u) < 0 || heap_push(h, d, u) < 0)
         return NULL;
     Py_RETURN_NONE;
 }
@@ -180,11 +187,9 @@ static PyObject *expand(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     HeapObject *heap = (HeapObject *)args[0];
-    long node = PyLong_AsLong(args[7]);
-    if (node == -1 && PyErr_Occurred())
-        return NULL;
-    double bound = PyFloat_AsDouble(args[8]);
-    if (bound == -1.0 && PyErr_Occurred())
+    long node;
+    double bound;
+    if (as_long(args[7], &node) < 0 || as_double(args[8], &bound) < 0)
         return NULL;
 
     Buf bstart, bnbr, bsec;
@@ -297,18 +302,11 @@ static PyObject *nearest(PyObject *self, PyObject *const *args, Py_ssize_t nargs
         PyErr_SetString(PyExc_TypeError, "nearest() takes 12 arguments");
         return NULL;
     }
-    double v[5];
-    for (int j = 0; j < 5; j++) {
-        v[j] = PyFloat_AsDouble(args[5 + j]);
-        if (v[j] == -1.0 && PyErr_Occurred())
-            return NULL;
-    }
-    double x = v[0], y = v[1], x0 = v[2], y0 = v[3], cell = v[4];
-    long nx = PyLong_AsLong(args[10]);
-    if (nx == -1 && PyErr_Occurred())
-        return NULL;
-    long ny = PyLong_AsLong(args[11]);
-    if (ny == -1 && PyErr_Occurred())
+    double x, y, x0, y0, cell;
+    long nx, ny;
+    if (as_double(args[5], &x) < 0 || as_double(args[6], &y) < 0 || as_double(args[7], &x0) < 0 ||
+        as_double(args[8], &y0) < 0 || as_double(args[9], &cell) < 0 || as_long(args[10], &nx) < 0 ||
+        as_long(args[11], &ny) < 0)
         return NULL;
     if (nx <= 0 || ny <= 0 || !(cell > 0.0) || !isfinite(x) || !isfinite(y)) {
         PyErr_SetString(PyExc_ValueError, "nearest(): bad grid or point");

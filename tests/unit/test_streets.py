@@ -469,6 +469,25 @@ def test_the_compiled_heap_pops_in_the_order_python_orders_the_tuples():
         search.expand([], {}, {}, {}, None, None, None, 0, 1.0)  # a list is not the search's heap
 
 
+def test_the_compiled_loops_refuse_arguments_of_the_wrong_kind_with_a_python_error():
+    search = pytest.importorskip("dispatch._search")
+    from array import array
+
+    with pytest.raises(TypeError):
+        search.Heap().push("soon", 1)
+    with pytest.raises(TypeError):
+        search.Heap().push(1.0, "node")
+    xs = array("d", [0.0, 1.0])
+    grid = (xs, xs, array("l", [0, 2]), array("l", [0, 1]), bytearray(b"\x01\x01"))
+    assert search.nearest(*grid, 0.2, 0.2, 0.0, 0.0, 10.0, 1, 1) == 0
+    with pytest.raises(TypeError, match="real number"):
+        search.nearest(*grid, "x", 0.2, 0.0, 0.0, 10.0, 1, 1)
+    with pytest.raises(TypeError, match="format 'l'"):
+        search.nearest(xs, xs, array("i", [0, 2]), array("l", [0, 1]), bytearray(b"\x01\x01"), 0.2, 0.2, 0.0, 0.0, 10.0, 1, 1)
+    with pytest.raises(ValueError, match="do not match the grid"):
+        search.nearest(*grid, 0.2, 0.2, 0.0, 0.0, 10.0, 2, 1)  # two cells, one start array entry short
+
+
 @pytest.mark.parametrize("mode", ["car", "foot"])
 def test_the_compiled_search_settles_the_same_nodes_with_the_same_times_and_hops_as_python(mode, monkeypatch):
     """The same questions (growing and shrinking bounds, unreachable and far nodes) asked of a search
